@@ -1,0 +1,433 @@
+"""The ``infonce`` command: parse options, load files, run the engine, render results.
+
+The only module that imports typer. It holds no maths. torch is imported inside
+the commands, so ``infonce --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import re
+import sys
+import time
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from . import __version__
+from .errors import ExitCode, InfonceError, UsageError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .engine import EngineOptions
+    from .io import Embeddings
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Score precomputed embeddings with the InfoNCE contrastive loss.",
+)
+
+
+class OutputFormat(StrEnum):
+    AUTO = "auto"
+    TABLE = "table"
+    JSON = "json"
+    CSV = "csv"
+
+
+class SimilarityChoice(StrEnum):
+    COSINE = "cosine"
+    DOT = "dot"
+    L2 = "l2"
+
+
+class DtypeChoice(StrEnum):
+    FLOAT32 = "float32"
+    FLOAT64 = "float64"
+    BFLOAT16 = "bfloat16"
+    FLOAT16 = "float16"
+
+
+# ---------------------------------------------------------------- error handling
+
+
+@contextlib.contextmanager
+def _reported_errors(debug: bool) -> Iterator[None]:
+    """Turn library errors into one ``error:`` line on stderr and their exit code."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except InfonceError as exc:
+        _fail(str(exc), exc.exit_code, debug)
+    except KeyboardInterrupt:
+        _fail("interrupted", ExitCode.INTERRUPTED, debug)
+    except MemoryError:
+        _fail("out of memory; lower --max-memory or use smaller inputs", ExitCode.DATA_ERROR, debug)
+    except Exception as exc:
+        _fail(f"unexpected {type(exc).__name__}: {_first_line(exc)} (rerun with --debug "
+              "for the traceback)", ExitCode.DATA_ERROR, debug)
+
+
+def _fail(message: str, code: ExitCode, debug: bool) -> None:
+    if debug:
+        traceback.print_exc()
+    print(f"error: {message}", file=sys.stderr)
+    raise typer.Exit(int(code))
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else ""
+
+
+# ---------------------------------------------------------------- option parsing
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb": 10**6,
+               "mib": 2**20, "g": 10**9, "gb": 10**9, "gib": 2**30, "t": 10**12, "tb": 10**12,
+               "tib": 2**40, "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
+
+
+def parse_memory(text: str) -> int:
+    """'512MiB', '2GB', '1g' or a number of bytes → bytes (at least 1 MiB)."""
+    match = _SIZE.match(text)
+    unit = (match.group(2) or "").lower() if match else ""
+    if not match or unit not in _SIZE_UNITS:
+        raise UsageError(f"--max-memory: cannot read {text!r}; use e.g. 512MiB or 2GB")
+    size = int(float(match.group(1)) * _SIZE_UNITS[unit])
+    if size < 2**20:
+        raise UsageError(f"--max-memory: {text} is below the minimum of 1MiB")
+    return size
+
+
+def parse_recall_at(text: str) -> tuple[int, ...]:
+    """'1,5,10' → (1, 5, 10)."""
+    try:
+        values = tuple(sorted({int(part) for part in text.split(",") if part.strip()}))
+    except ValueError:
+        raise UsageError(f"--recall-at: expected whole numbers like 1,5,10, got {text!r}") from None
+    if not values or values[0] < 1:
+        raise UsageError(f"--recall-at: every k must be at least 1, got {text!r}")
+    return values
+
+
+def parse_temperature(text: str) -> float:
+    """A temperature > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise UsageError(f"--temperature: expected a number > 0, got {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise UsageError(f"--temperature must be > 0, got {text}")
+    return value
+
+
+def parse_device(text: str) -> Any:
+    """auto, cpu, cuda or cuda:N → a torch.device that exists here."""
+    import torch
+
+    name = text.strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name != "cpu" and not re.fullmatch(r"cuda(:\d+)?", name):
+        raise UsageError(f"--device: unknown device {text!r}; use auto, cpu, cuda or cuda:N")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InfonceError(f"--device {text}: no CUDA device is available here "
+                               f"(torch {torch.__version__}); use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise InfonceError(f"--device {text}: only {torch.cuda.device_count()} CUDA "
+                               "device(s) are available")
+    return device
+
+
+# ---------------------------------------------------------------- shared options
+
+QueryOpt = Annotated[str, typer.Option("--query", "-q", help="Query embeddings: .npy, .npz or Parquet (N, d).", show_default=False)]
+PosOpt = Annotated[str, typer.Option("--pos", "-p", help="Positive embeddings, row i for query i (N, d).", show_default=False)]
+NegOpt = Annotated[str | None, typer.Option("--neg", "-n", help="Negatives: (N, M, d) paired, or (K, d) shared by every query. Leave out for in-batch negatives.", show_default=False)]
+QueryKeyOpt = Annotated[str | None, typer.Option(help="Array name inside a --query .npz file.")]
+PosKeyOpt = Annotated[str | None, typer.Option(help="Array name inside a --pos .npz file.")]
+NegKeyOpt = Annotated[str | None, typer.Option(help="Array name inside a --neg .npz file.")]
+QueryColOpt = Annotated[str | None, typer.Option(help="Embedding column of a --query Parquet file (default: its only list column).")]
+PosColOpt = Annotated[str | None, typer.Option(help="Embedding column of a --pos Parquet file.")]
+NegColOpt = Annotated[str | None, typer.Option(help="Embedding column of a --neg Parquet file (list of vectors per row for paired negatives).")]
+IdColOpt = Annotated[str | None, typer.Option(help="Id column of the --query (or else --pos) Parquet file, carried into the per-sample output.")]
+SimilarityOpt = Annotated[SimilarityChoice, typer.Option("--similarity", "-s", help="cosine (rows L2-normalised), dot (raw inner product) or l2 (−squared distance).")]
+InBatchOpt = Annotated[bool, typer.Option("--in-batch", help="Pool the batch's positives with the paired hard negatives (DPR / MNRL style).")]
+BatchSizeOpt = Annotated[int | None, typer.Option(help="Split the pairs into consecutive batches of this size for in-batch negatives, as a training step would.", show_default=False)]
+SymmetricOpt = Annotated[bool, typer.Option("--symmetric", help="Average the query→positive and positive→query losses (CLIP); in-batch only.")]
+DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
+DtypeOpt = Annotated[DtypeChoice, typer.Option(help="Precision of the similarity computation; reductions stay float32 or better.")]
+MaxMemoryOpt = Annotated[str, typer.Option(help="Working-memory budget for score blocks, e.g. 512MiB or 4GB.")]
+FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="auto: a table on a terminal, JSON when piped.")]
+OutputOpt = Annotated[str | None, typer.Option("--output", "-o", help="Write the aggregate to this file instead of stdout.", show_default=False)]
+QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress bar or notes on stderr.")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")]
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    query: Embeddings
+    positive: Embeddings
+    negatives: Embeddings | None
+    ids: np.ndarray[Any, Any] | None
+    paths: list[str]
+
+
+def _load_inputs(
+    query: str, pos: str, neg: str | None,
+    query_key: str | None, pos_key: str | None, neg_key: str | None,
+    query_col: str | None, pos_col: str | None, neg_col: str | None,
+    id_col: str | None, cosine: bool,
+) -> _Inputs:
+    from . import io
+
+    query_array = io.load_embeddings(query, key=query_key, column=query_col)
+    positive_array = io.load_embeddings(pos, key=pos_key, column=pos_col)
+    negative_array = (io.load_embeddings(neg, key=neg_key, column=neg_col, ndims=(2, 3))
+                      if neg is not None else None)
+    n, dim = query_array.shape
+    if positive_array.shape[0] != n:
+        raise io.InputError(f"{positive_array.label}: has {positive_array.shape[0]} rows but "
+                            f"{query_array.label} has {n}; row i of each must be a pair")
+    for other in (positive_array, negative_array):
+        if other is not None and other.shape[-1] != dim:
+            raise io.InputError(f"{other.label}: vectors have dimension {other.shape[-1]} but "
+                                f"{query_array.label} has {dim}")
+    if negative_array is not None and len(negative_array.shape) == 3 \
+            and negative_array.shape[0] != n:
+        raise io.InputError(f"{negative_array.label}: paired negatives have "
+                            f"{negative_array.shape[0]} rows but {query_array.label} has {n}")
+    for embeddings in (query_array, positive_array, negative_array):
+        if embeddings is not None:
+            io.check_values(embeddings, nonzero=cosine)
+    ids = None
+    if id_col is not None:
+        source = next((p for p in (query, pos) if Path(p).suffix.lower() in io.PARQUET_SUFFIXES),
+                      None)
+        if source is None:
+            raise UsageError("--id-col needs --query or --pos to be a Parquet file")
+        ids = io.load_ids(source, id_col)
+        if len(ids) != n:
+            raise io.InputError(f"{source}:{id_col}: has {len(ids)} ids for {n} pairs")
+    paths = [p for p in (query, pos, neg) if p is not None]
+    return _Inputs(query_array, positive_array, negative_array, ids, paths)
+
+
+def _engine_options(
+    temperatures: tuple[float, ...], similarity: SimilarityChoice, in_batch: bool,
+    batch_size: int | None, symmetric: bool, device: str, dtype: DtypeChoice, max_memory: str,
+    has_negatives: bool, moments: bool = False,
+) -> EngineOptions:
+    import torch
+
+    from .engine import EngineOptions
+    from .similarity import Similarity
+
+    if batch_size is not None and batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
+    if in_batch and not has_negatives:
+        raise UsageError("--in-batch pools the batch with paired negatives: give --neg "
+                         "(N, M, d); without --neg, negatives are in-batch already")
+    torch_device = parse_device(device)
+    torch_dtype = getattr(torch, dtype.value)
+    return EngineOptions(
+        temperatures=temperatures,
+        similarity=Similarity(similarity.value),
+        in_batch=in_batch,
+        batch_size=batch_size,
+        symmetric=symmetric,
+        dtype=torch_dtype,
+        device=torch_device,
+        max_memory=parse_memory(max_memory),
+        moments=moments,
+    )
+
+
+def _resolve_format(fmt: OutputFormat, output: str | None) -> OutputFormat:
+    if fmt is not OutputFormat.AUTO:
+        return fmt
+    if output is not None:
+        return OutputFormat.CSV if output.lower().endswith(".csv") else OutputFormat.JSON
+    return OutputFormat.TABLE if sys.stdout.isatty() else OutputFormat.JSON
+
+
+def _emit(text_or_table: Any, fmt: OutputFormat, output: str | None, to_stderr: bool) -> None:
+    """Write the aggregate: to --output atomically, else stdout (stderr when stdout carries rows)."""
+    from . import io, render
+
+    if output is not None:
+        text = text_or_table if isinstance(text_or_table, str) else _table_text(text_or_table)
+        io.write_atomically(output, lambda handle: handle.write(text.encode()))
+        return
+    stream = sys.stderr if to_stderr else sys.stdout
+    if fmt is OutputFormat.TABLE:
+        render.print_table(text_or_table, file=stream)
+    else:
+        stream.write(text_or_table)
+        stream.flush()
+
+
+def _table_text(table: Any) -> str:
+    import io as textio
+
+    from . import render
+
+    buffer = textio.StringIO()
+    render.print_table(table, file=buffer, width=100)
+    return buffer.getvalue()
+
+
+def _progress(total: int, quiet: bool) -> Any:
+    from . import render
+
+    return render.progress(total, enabled=not quiet and sys.stderr.isatty())
+
+
+# ---------------------------------------------------------------- commands
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"infonce {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")] = False,
+) -> None:
+    """Score precomputed embeddings with the InfoNCE contrastive loss."""
+
+
+@app.command()
+def score(
+    query: QueryOpt,
+    pos: PosOpt,
+    neg: NegOpt = None,
+    temperature: Annotated[str, typer.Option("--temperature", "-t", help="Temperature τ > 0 (logits are similarities / τ).")] = "0.05",
+    similarity: SimilarityOpt = SimilarityChoice.COSINE,
+    in_batch: InBatchOpt = False,
+    batch_size: BatchSizeOpt = None,
+    symmetric: SymmetricOpt = False,
+    query_key: QueryKeyOpt = None,
+    pos_key: PosKeyOpt = None,
+    neg_key: NegKeyOpt = None,
+    query_col: QueryColOpt = None,
+    pos_col: PosColOpt = None,
+    neg_col: NegColOpt = None,
+    id_col: IdColOpt = None,
+    recall_at: Annotated[str, typer.Option(help="Cut-offs k for recall@k, comma-separated.")] = "1,5,10",
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = DtypeChoice.FLOAT32,
+    max_memory: MaxMemoryOpt = "512MiB",
+    fmt: FormatOpt = OutputFormat.AUTO,
+    output: OutputOpt = None,
+    per_sample: Annotated[str | None, typer.Option(help="Write per-sample rows to a .parquet, .csv or .jsonl file, or '-' for JSONL on stdout (the aggregate then goes to --output or stderr).", show_default=False)] = None,
+    fail_above: Annotated[float | None, typer.Option(help="Exit 3 when the mean loss is above this (after printing the results).", show_default=False)] = None,
+    fail_below_accuracy: Annotated[float | None, typer.Option(help="Exit 3 when accuracy@1 is below this (after printing the results).", show_default=False)] = None,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Per-sample and aggregate InfoNCE loss, ranks and retrieval metrics."""
+    with _reported_errors(debug):
+        from . import api, io, render
+
+        tau = parse_temperature(temperature)
+        recall = parse_recall_at(recall_at)
+        out_format = _resolve_format(fmt, output)
+        per_sample_suffix = None
+        if per_sample is not None and per_sample != "-":
+            per_sample_suffix = Path(per_sample).suffix.lower()
+            if per_sample_suffix not in render.PER_SAMPLE_WRITERS:
+                raise UsageError(f"--per-sample {per_sample}: use a .parquet, .csv or .jsonl "
+                                 "file name, or - for JSONL on stdout")
+        options = _engine_options((tau,), similarity, in_batch, batch_size, symmetric, device,
+                                  dtype, max_memory, has_negatives=neg is not None)
+        inputs = _load_inputs(query, pos, neg, query_key, pos_key, neg_key, query_col, pos_col,
+                              neg_col, id_col, cosine=similarity is SimilarityChoice.COSINE)
+        for target in (output, per_sample if per_sample != "-" else None):
+            if target is not None:
+                io.check_output_path(target, inputs.paths)
+        negatives = inputs.negatives.values if inputs.negatives is not None else None
+        with _progress(inputs.query.shape[0], quiet) as advance:
+            started = time.perf_counter()
+            per_sample_scores = api.score_embeddings(
+                inputs.query.values, inputs.positive.values, negatives, options, advance)
+            result = api.summarize(per_sample_scores, options, time.perf_counter() - started,
+                                   recall)
+        if per_sample is not None:
+            columns = api.per_sample_columns(per_sample_scores, inputs.ids)
+            if per_sample == "-":
+                sys.stdout.writelines(render.jsonl_lines(columns))
+                sys.stdout.flush()
+            else:
+                assert per_sample_suffix is not None
+                writer = render.PER_SAMPLE_WRITERS[per_sample_suffix]
+                io.write_atomically(per_sample, lambda handle: writer(columns, handle))
+        rows_on_stdout = per_sample == "-"
+        if out_format is OutputFormat.TABLE:
+            rendered: Any = render.score_table(result)
+        elif out_format is OutputFormat.CSV:
+            rendered = render.to_csv([result.to_dict()])
+        else:
+            rendered = render.to_json(result.to_dict())
+        _emit(rendered, out_format, output, to_stderr=rows_on_stdout)
+        if not quiet:
+            render.print_notes(result.notes)
+        _check_gates(result.loss.mean, result.retrieval.accuracy_at_1, fail_above,
+                     fail_below_accuracy)
+
+
+def _check_gates(loss_mean: float, accuracy: float, fail_above: float | None,
+                 fail_below_accuracy: float | None) -> None:
+    failures = []
+    if fail_above is not None and loss_mean > fail_above:
+        failures.append(f"mean loss {loss_mean:.6g} is above --fail-above {fail_above:g}")
+    if fail_below_accuracy is not None and accuracy < fail_below_accuracy:
+        failures.append(f"accuracy@1 {accuracy:.6g} is below --fail-below-accuracy "
+                        f"{fail_below_accuracy:g}")
+    if failures:
+        print(f"error: quality gate failed: {'; '.join(failures)}", file=sys.stderr)
+        raise typer.Exit(int(ExitCode.GATE_FAILED))
+
+
+@app.command()
+def inspect(
+    files: Annotated[list[str], typer.Argument(help="Embedding files (.npy, .npz, Parquet).", show_default=False)],
+    fmt: FormatOpt = OutputFormat.AUTO,
+    debug: DebugOpt = False,
+) -> None:
+    """Shape, dtype, Parquet schema, row norms and NaN/Inf/zero-norm counts of each file."""
+    with _reported_errors(debug):
+        from . import io, render
+
+        described = [io.describe_file(path) for path in files]
+        out_format = _resolve_format(fmt, None)
+        if out_format is OutputFormat.TABLE:
+            for info in described:
+                render.print_table(render.inspect_table(info))
+        elif out_format is OutputFormat.CSV:
+            sys.stdout.write(render.to_csv([
+                {"file": info["file"], **array} for info in described for array in info["arrays"]
+            ]))
+        else:
+            sys.stdout.write(render.to_json({"files": described}))
+
+
+def main() -> None:
+    """Entry point of the ``infonce`` command."""
+    app()

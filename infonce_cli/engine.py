@@ -1,0 +1,381 @@
+"""The streaming InfoNCE engine: losses, ranks and hardest negatives in one pass.
+
+The engine walks query blocks × candidate blocks and keeps, per query, a running
+log-sum-exp state for every temperature at once (the maximum similarity seen
+and, per temperature, the sum of exp(s·(x − max)) for s = 1/τ), the positive's
+score, the number of negatives scoring at or above it and the hardest negative.
+No N × K matrix is built unless it fits the memory budget, so memory stays
+bounded whatever N is.
+
+Inputs are row-sliceable arrays (NumPy arrays, memory maps or tensors); only
+the rows of the current block are read. Everything here is torch: no files, no
+printing. The loss is differentiable when the inputs are tensors that require
+grad (memory then grows with the graph autograd keeps).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, TypeAlias
+
+import numpy as np
+import torch
+
+from .errors import UsageError
+from .similarity import Similarity, paired, pairwise, prepare_rows, reduction_dtype
+
+Rows: TypeAlias = "np.ndarray[Any, Any] | torch.Tensor"
+
+DEFAULT_MAX_MEMORY = 512 * 2**20
+"""Default working-memory budget for score blocks and row blocks, in bytes."""
+
+_BYTES_PER_SCORE = 24
+"""Working bytes per score in a block: the scores and the temporaries built from them."""
+
+_QUERY_BLOCK = 1024
+_MIN_BLOCK = 64
+
+
+class NegativeMode(StrEnum):
+    """Where each query's negatives come from."""
+
+    PAIRED = "paired"
+    SHARED = "shared"
+    IN_BATCH = "in-batch"
+    IN_BATCH_PAIRED = "in-batch+paired"
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Everything that shapes a computation apart from the data itself."""
+
+    temperatures: tuple[float, ...] = (0.05,)
+    similarity: Similarity = Similarity.COSINE
+    in_batch: bool = False
+    batch_size: int | None = None
+    symmetric: bool = False
+    dtype: torch.dtype = torch.float32
+    device: torch.device = torch.device("cpu")
+    max_memory: int = DEFAULT_MAX_MEMORY
+    moments: bool = False
+    """Also accumulate the softmax moments the temperature fit needs."""
+
+
+@dataclass(frozen=True)
+class PerSampleScores:
+    """Per-sample results of one pass. Shapes: N queries, T temperatures.
+
+    ``hardest_negative_index`` indexes the negatives as the mode defines them:
+    a row of the negatives file (shared), a position 0..M-1 among the query's
+    own negatives (paired), a row of the positives (in-batch), or, in-batch with
+    paired negatives, a row of the positives below N and ``N + row·M + j`` for
+    hard negative j of a row. It is -1 when a query has no negative.
+    """
+
+    loss: torch.Tensor  # (N, T)
+    positive_score: torch.Tensor  # (N,)
+    hardest_negative_score: torch.Tensor  # (N,)
+    hardest_negative_index: torch.Tensor  # (N,) int64
+    rank: torch.Tensor  # (N,) int64
+    num_candidates: torch.Tensor  # (N,) int64
+    mode: NegativeMode
+    softmax_gap: torch.Tensor | None = None
+    """(N, T): E_softmax[x] − x_pos, the derivative of the loss in s = 1/τ."""
+    softmax_variance: torch.Tensor | None = None
+    """(N, T): Var_softmax[x], the second derivative of the loss in s = 1/τ."""
+
+
+def negative_mode(negatives: Rows | None, in_batch: bool) -> NegativeMode:
+    """The mode implied by the negatives' shape and the in-batch flag."""
+    if negatives is None:
+        return NegativeMode.IN_BATCH
+    if negatives.ndim == 2:
+        if in_batch:
+            raise UsageError("--in-batch pools the batch with paired negatives (N, M, d); "
+                             "shared negatives (K, d) are already seen by every query")
+        return NegativeMode.SHARED
+    return NegativeMode.IN_BATCH_PAIRED if in_batch else NegativeMode.PAIRED
+
+
+def score_embeddings(
+    query: Rows,
+    positive: Rows,
+    negatives: Rows | None = None,
+    options: EngineOptions | None = None,
+    on_rows_done: Callable[[int], None] | None = None,
+) -> PerSampleScores:
+    """Per-sample InfoNCE losses and ranks for every temperature in the options.
+
+    Shapes: query (N, d), positive (N, d), negatives None (in-batch), (K, d)
+    (shared) or (N, M, d) (paired). Inputs must already be validated (finite,
+    non-zero rows for cosine); ``on_rows_done`` is called with the number of
+    query rows finished, for progress reporting.
+
+    >>> q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    >>> out = score_embeddings(q, q, options=EngineOptions(temperatures=(1.0,)))
+    >>> out.loss[:, 0]
+    tensor([0.3133, 0.3133])
+    >>> out.rank.tolist(), out.num_candidates.tolist()
+    ([1, 1], [2, 2])
+    """
+    options = options or EngineOptions()
+    mode = negative_mode(negatives, options.in_batch)
+    if options.symmetric and mode is not NegativeMode.IN_BATCH:
+        raise UsageError("--symmetric works with in-batch negatives only (leave out --neg)")
+    forward = _Direction(query, positive, negatives, mode, options).run(on_rows_done)
+    if not options.symmetric:
+        return forward
+    backward = _Direction(positive, query, None, mode, options).run(None)
+    return PerSampleScores(
+        loss=(forward.loss + backward.loss) / 2,
+        positive_score=forward.positive_score,
+        hardest_negative_score=forward.hardest_negative_score,
+        hardest_negative_index=forward.hardest_negative_index,
+        rank=forward.rank,
+        num_candidates=forward.num_candidates,
+        mode=mode,
+        softmax_gap=_mean_or_none(forward.softmax_gap, backward.softmax_gap),
+        softmax_variance=_mean_or_none(forward.softmax_variance, backward.softmax_variance),
+    )
+
+
+def _mean_or_none(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
+    return None if a is None or b is None else (a + b) / 2
+
+
+@dataclass
+class _CandidateBlock:
+    scores: torch.Tensor  # (B, C)
+    rows: torch.Tensor  # prepared candidate rows, (C, d) or (B, C, d) when paired
+    first_index: int  # index of column 0 in the mode's negative numbering
+    own_column: torch.Tensor | None  # (B,) column of the query's own positive, -1 if absent
+
+
+class _Direction:
+    """One direction of the loss: queries against their candidate sets."""
+
+    def __init__(
+        self,
+        query: Rows,
+        positive: Rows,
+        negatives: Rows | None,
+        mode: NegativeMode,
+        options: EngineOptions,
+    ) -> None:
+        self.query, self.positive, self.negatives = query, positive, negatives
+        self.mode, self.options = mode, options
+        self.n = int(query.shape[0])
+        self.dim = int(query.shape[-1])
+        self.work_dtype = reduction_dtype(options.dtype)
+        self.scales = torch.tensor(
+            [1.0 / t for t in options.temperatures], dtype=self.work_dtype, device=options.device
+        )
+        self.query_block, self.candidate_block = self._block_sizes()
+
+    def _block_sizes(self) -> tuple[int, int]:
+        budget_scores = max(self.options.max_memory // _BYTES_PER_SCORE, _MIN_BLOCK * _MIN_BLOCK)
+        if self.mode is NegativeMode.PAIRED:
+            per_query = int(self.negatives.shape[1]) * (self.dim + _BYTES_PER_SCORE)  # type: ignore[union-attr]
+            rows = self.options.max_memory // max(per_query * 4, 1)
+            return max(1, min(self.n, rows, 8 * _QUERY_BLOCK)), 0
+        query_block = min(self.n, _QUERY_BLOCK, self.options.batch_size or self.n)
+        query_block = max(1, query_block)
+        return query_block, max(_MIN_BLOCK, budget_scores // query_block)
+
+    def _rows(self, source: Rows, start: int, stop: int) -> torch.Tensor:
+        block = source[start:stop]
+        if isinstance(block, np.ndarray):
+            # A private, native-endian, C-ordered copy: memory maps are read-only and
+            # may be big-endian or Fortran-ordered.
+            block = torch.from_numpy(np.array(block, dtype=block.dtype.newbyteorder("="),
+                                              order="C"))
+        block = block.to(device=self.options.device, dtype=self.options.dtype, non_blocking=True)
+        return prepare_rows(block, self.options.similarity)
+
+    def _batches(self) -> Iterator[tuple[int, int]]:
+        size = self.options.batch_size or self.n
+        for start in range(0, self.n, size):
+            yield start, min(start + size, self.n)
+
+    def run(self, on_rows_done: Callable[[int], None] | None) -> PerSampleScores:
+        parts: list[dict[str, torch.Tensor]] = []
+        for batch_start, batch_stop in self._batches():
+            for start in range(batch_start, batch_stop, self.query_block):
+                stop = min(start + self.query_block, batch_stop)
+                parts.append(self._query_block(start, stop, batch_start, batch_stop))
+                if on_rows_done is not None:
+                    on_rows_done(stop - start)
+        merged = {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
+        return PerSampleScores(mode=self.mode, **merged)
+
+    def _candidate_blocks(
+        self, queries: torch.Tensor, start: int, stop: int, batch_start: int, batch_stop: int
+    ) -> Iterator[_CandidateBlock]:
+        similarity = self.options.similarity
+        if self.mode is NegativeMode.PAIRED:
+            rows = self._rows(self.negatives, start, stop)  # type: ignore[arg-type]
+            yield _CandidateBlock(paired(queries, rows, similarity), rows, 0, None)
+            return
+        if self.mode is NegativeMode.SHARED:
+            pool: Rows = self.negatives  # type: ignore[assignment]
+            for first in range(0, int(pool.shape[0]), self.candidate_block):
+                last = min(first + self.candidate_block, int(pool.shape[0]))
+                rows = self._rows(pool, first, last)
+                yield _CandidateBlock(pairwise(queries, rows, similarity), rows, first, None)
+            return
+        own = torch.arange(start, stop, device=self.options.device)
+        for first in range(batch_start, batch_stop, self.candidate_block):
+            last = min(first + self.candidate_block, batch_stop)
+            rows = self._rows(self.positive, first, last)
+            inside = (own >= first) & (own < last)
+            own_column = torch.where(inside, own - first, -1)
+            yield _CandidateBlock(pairwise(queries, rows, similarity), rows, first, own_column)
+        if self.mode is NegativeMode.IN_BATCH_PAIRED:
+            yield from self._pooled_hard_negatives(queries, batch_start, batch_stop)
+
+    def _pooled_hard_negatives(
+        self, queries: torch.Tensor, batch_start: int, batch_stop: int
+    ) -> Iterator[_CandidateBlock]:
+        negatives: Rows = self.negatives  # type: ignore[assignment]
+        per_row = int(negatives.shape[1])
+        rows_per_block = max(1, self.candidate_block // per_row)
+        for first in range(batch_start, batch_stop, rows_per_block):
+            last = min(first + rows_per_block, batch_stop)
+            rows = self._rows(negatives, first, last).reshape(-1, self.dim)
+            scores = pairwise(queries, rows, self.options.similarity)
+            yield _CandidateBlock(scores, rows, self.n + first * per_row, None)
+
+    def _query_block(
+        self, start: int, stop: int, batch_start: int, batch_stop: int
+    ) -> dict[str, torch.Tensor]:
+        queries = self._rows(self.query, start, stop)
+        positives = self._rows(self.positive, start, stop)
+        positive_score = paired(queries, positives.unsqueeze(1), self.options.similarity)[:, 0]
+        state = _RunningState(positive_score, self.scales, self.options.moments)
+        for block in self._candidate_blocks(queries, start, stop, batch_start, batch_stop):
+            scores = block.scores
+            if block.own_column is not None:
+                scores = _exclude_own_positive(scores, block.own_column)
+            scores = _tie_duplicates_of_positive(scores, positive_score, block.rows, positives)
+            state.update(scores, block.first_index)
+        return state.finish()
+
+
+def _exclude_own_positive(scores: torch.Tensor, own_column: torch.Tensor) -> torch.Tensor:
+    """Drop each query's own positive from an in-batch block (it is counted once, up front)."""
+    rows = torch.nonzero(own_column >= 0).squeeze(1)
+    if rows.numel() == 0:
+        return scores
+    mask = torch.zeros_like(scores, dtype=torch.bool)
+    mask[rows, own_column[rows]] = True
+    return scores.masked_fill(mask, -math.inf)
+
+
+def _tie_duplicates_of_positive(
+    scores: torch.Tensor,
+    positive_score: torch.Tensor,
+    candidate_rows: torch.Tensor,
+    positive_rows: torch.Tensor,
+) -> torch.Tensor:
+    """Give a candidate identical to the query's positive exactly the positive's score.
+
+    A matrix product and a row-wise product may round the same dot product
+    differently in the last bit, which would let a duplicate of the positive
+    beat it or lose to it by chance. Only scores within a rounding-sized band
+    of the positive are candidates for this, so the vector comparison is cheap.
+    """
+    band = max(1e-3, 4 * torch.finfo(candidate_rows.dtype).eps) * (positive_score.abs() + 1)
+    near = (scores - positive_score[:, None]).abs() <= band[:, None]
+    near &= scores != positive_score[:, None]
+    if not bool(near.any()):
+        return scores
+    query_index, column = torch.nonzero(near, as_tuple=True)
+    if candidate_rows.ndim == 3:
+        candidates = candidate_rows[query_index, column]
+    else:
+        candidates = candidate_rows[column]
+    identical = (candidates == positive_rows[query_index]).all(dim=-1)
+    if not bool(identical.any()):
+        return scores
+    query_index, column = query_index[identical], column[identical]
+    replaced = scores.clone()
+    replaced[query_index, column] = positive_score[query_index].to(scores.dtype)
+    return replaced
+
+
+class _RunningState:
+    """Per-query running log-sum-exp and rank state for one query block.
+
+    The positive is in every candidate set; it is counted up front, so the
+    state starts at max = x_pos and sum = exp(0) = 1 for every temperature.
+    """
+
+    def __init__(self, positive_score: torch.Tensor, scales: torch.Tensor, moments: bool) -> None:
+        rows = positive_score.shape[0]
+        device, dtype = positive_score.device, positive_score.dtype
+        self.positive_score = positive_score
+        self.scales = scales
+        self.maximum = positive_score.detach().clone()
+        # exp(s·(x_pos − max)) = 1, written out so that autograd sees the positive's term.
+        self.sums = torch.exp((positive_score - self.maximum)[:, None] * scales)
+        self.first_moment: torch.Tensor | None = None
+        self.second_moment: torch.Tensor | None = None
+        if moments:
+            self.first_moment = torch.zeros_like(self.sums)
+            self.second_moment = torch.zeros_like(self.sums)
+        self.at_or_above = torch.zeros(rows, dtype=torch.int64, device=device)
+        self.num_candidates = torch.ones(rows, dtype=torch.int64, device=device)
+        self.hardest_score = torch.full((rows,), -math.inf, dtype=dtype, device=device)
+        self.hardest_index = torch.full((rows,), -1, dtype=torch.int64, device=device)
+
+    def update(self, scores: torch.Tensor, first_index: int) -> None:
+        """Fold a (B, C) block of negative scores (-inf where excluded) into the state."""
+        with torch.no_grad():
+            detached = scores.detach()
+            present = detached != -math.inf
+            self.num_candidates += present.sum(dim=1)
+            self.at_or_above += (detached >= self.positive_score.detach()[:, None]).sum(dim=1)
+            block_max, block_argmax = detached.max(dim=1)
+            better = block_max > self.hardest_score
+            self.hardest_score = torch.where(better, block_max, self.hardest_score)
+            self.hardest_index = torch.where(better, block_argmax + first_index, self.hardest_index)
+            new_maximum = torch.maximum(self.maximum, block_max)
+        rescale = torch.exp((self.maximum - new_maximum)[:, None] * self.scales)
+        self.maximum = new_maximum
+        shifted = scores - new_maximum[:, None]
+        gap = None
+        if self.first_moment is not None:
+            gap = (scores - self.positive_score[:, None]).masked_fill(~present, 0.0)
+        sums, firsts, seconds = [], [], []
+        for scale in self.scales.unbind():
+            weights = torch.exp(shifted * scale)
+            sums.append(weights.sum(dim=1))
+            if gap is not None:
+                weighted_gap = weights * gap
+                firsts.append(weighted_gap.sum(dim=1))
+                seconds.append((weighted_gap * gap).sum(dim=1))
+        self.sums = self.sums * rescale + torch.stack(sums, dim=1)
+        if self.first_moment is not None and self.second_moment is not None:
+            self.first_moment = self.first_moment * rescale + torch.stack(firsts, dim=1)
+            self.second_moment = self.second_moment * rescale + torch.stack(seconds, dim=1)
+
+    def finish(self) -> dict[str, torch.Tensor]:
+        log_sum = torch.log(self.sums) + self.maximum[:, None] * self.scales
+        loss = log_sum - self.positive_score[:, None] * self.scales
+        result = {
+            "loss": loss,
+            "positive_score": self.positive_score,
+            "hardest_negative_score": self.hardest_score,
+            "hardest_negative_index": self.hardest_index,
+            "rank": self.at_or_above + 1,
+            "num_candidates": self.num_candidates,
+        }
+        if self.first_moment is not None and self.second_moment is not None:
+            mean_gap = self.first_moment / self.sums
+            result["softmax_gap"] = mean_gap
+            result["softmax_variance"] = (self.second_moment / self.sums - mean_gap.square()).clamp_min(0)
+        return result
+

@@ -1,0 +1,412 @@
+"""Reading embeddings from .npy, .npz and Parquet, checking them, and writing outputs.
+
+NumPy and pyarrow only: no torch, rich or typer. Every problem is an
+``InputError``/``OutputError`` whose message starts with the file's name as
+the user gave it. Nothing here executes code from a data file: ``.npy`` headers
+are parsed and checked before anything is mapped, and pickles are never loaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import InputError, OutputError, UsageError
+
+FLOAT_DTYPES = (np.float16, np.float32, np.float64)
+PARQUET_SUFFIXES = (".parquet", ".pq")
+_SCAN_BYTES = 64 * 2**20
+"""How much of an array the value checks read at a time."""
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """One input array and where it came from.
+
+    ``values`` is row-sliceable: a read-only memory map for ``.npy`` files, an
+    in-memory array otherwise. ``label`` names it in messages: the file, plus
+    the column or key when one was chosen.
+    """
+
+    values: np.ndarray[Any, Any]
+    label: str
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(int(x) for x in self.values.shape)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_embeddings(
+    path: str, *, key: str | None = None, column: str | None = None, ndims: tuple[int, ...] = (2,)
+) -> Embeddings:
+    """Load a float array of one of the allowed ranks from .npy, .npz or Parquet.
+
+    ``key`` picks an array of an .npz, ``column`` a column of a Parquet file.
+    """
+    file = _existing_file(path)
+    suffix = file.suffix.lower()
+    if suffix in PARQUET_SUFFIXES:
+        values, label = _parquet_embeddings(path, column, ndims)
+    elif suffix == ".npz":
+        values, label = _npz_array(path, key)
+    elif suffix == ".npy":
+        values, label = _npy_array(path), path
+    else:
+        raise InputError(f"{path}: unsupported file type {suffix or '(none)'!r}; "
+                         "expected .npy, .npz or .parquet")
+    if column is not None and suffix not in PARQUET_SUFFIXES:
+        raise UsageError(f"{path}: a column was given, but this is not a Parquet file")
+    if key is not None and suffix != ".npz":
+        raise UsageError(f"{path}: a key was given, but this is not an .npz file")
+    _check_float_array(values, label, ndims)
+    return Embeddings(values, label)
+
+
+def load_ids(path: str, column: str) -> np.ndarray[Any, Any]:
+    """Read a Parquet column of ids (strings or integers) as a NumPy array."""
+    table = _parquet_file(path).schema_arrow
+    if column not in table.names:
+        raise InputError(f"{path}: no column {column!r}; columns: {', '.join(table.names)}")
+    array = _read_column(path, column)
+    if array.null_count:
+        raise InputError(f"{path}: column {column!r} has {array.null_count} null ids")
+    if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)
+            or pa.types.is_integer(array.type)):
+        raise InputError(f"{path}: column {column!r} must hold strings or integers, "
+                         f"got {array.type}")
+    return np.asarray(array.to_numpy(zero_copy_only=False))
+
+
+def _existing_file(path: str) -> Path:
+    file = Path(path)
+    if not file.exists():
+        raise InputError(f"{path}: no such file")
+    if file.is_dir():
+        raise InputError(f"{path}: is a directory, expected a file")
+    if not os.access(file, os.R_OK):
+        raise InputError(f"{path}: permission denied")
+    return file
+
+
+def _npy_array(path: str) -> np.ndarray[Any, Any]:
+    """Memory-map an .npy file after checking its header against its size."""
+    with open(path, "rb") as handle:
+        try:
+            version = np.lib.format.read_magic(handle)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(handle)
+            else:
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
+        except (ValueError, OSError, SyntaxError, TypeError) as exc:
+            raise InputError(f"{path}: not a valid .npy file ({_first_line(exc)})") from None
+        offset = handle.tell()
+    if dtype.hasobject:
+        raise InputError(f"{path}: holds Python objects (pickled data), which are never loaded; "
+                         "save a float array instead")
+    _check_dtype(dtype, path)
+    expected = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    actual = os.path.getsize(path) - offset
+    if actual < expected:
+        raise InputError(f"{path}: truncated: the header promises shape {tuple(shape)} "
+                         f"({expected} bytes of data) but the file holds {actual}")
+    if expected == 0:
+        return np.zeros(shape, dtype=dtype)
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape,
+                     order="F" if fortran else "C")
+
+
+def _npz_array(path: str, key: str | None) -> tuple[np.ndarray[Any, Any], str]:
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except Exception as exc:  # zipfile and numpy raise many kinds here
+        raise InputError(f"{path}: not a valid .npz file ({_first_line(exc)})") from None
+    with archive:
+        names = list(archive.files)
+        if key is None:
+            if len(names) != 1:
+                listed = ", ".join(names) if names else "none"
+                raise InputError(f"{path}: holds {len(names)} arrays ({listed}); "
+                                 "choose one with the matching --*-key option")
+            key = names[0]
+        elif key not in names:
+            raise InputError(f"{path}: no array {key!r}; arrays: {', '.join(names) or 'none'}")
+        try:
+            return archive[key], f"{path}[{key}]"
+        except ValueError as exc:
+            if "pickle" in str(exc).lower() or "object" in str(exc).lower():
+                raise InputError(f"{path}[{key}]: holds Python objects (pickled data), "
+                                 "which are never loaded; save a float array instead") from None
+            raise InputError(f"{path}[{key}]: unreadable ({_first_line(exc)})") from None
+        except Exception as exc:
+            raise InputError(f"{path}[{key}]: unreadable ({_first_line(exc)})") from None
+
+
+def _parquet_file(path: str) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, …
+        raise InputError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
+
+
+def _read_column(path: str, column: str) -> pa.Array:
+    try:
+        return pq.read_table(path, columns=[column]).column(column).combine_chunks()
+    except Exception as exc:
+        raise InputError(f"{path}: cannot read column {column!r} ({_first_line(exc)})") from None
+
+
+def _list_columns(schema: pa.Schema) -> list[str]:
+    return [f.name for f in schema if pa.types.is_list(f.type) or pa.types.is_fixed_size_list(f.type)
+            or pa.types.is_large_list(f.type)]
+
+
+def _parquet_embeddings(
+    path: str, column: str | None, ndims: tuple[int, ...]
+) -> tuple[np.ndarray[Any, Any], str]:
+    schema = _parquet_file(path).schema_arrow
+    if column is None:
+        candidates = _list_columns(schema)
+        if len(candidates) != 1:
+            found = ", ".join(candidates) if candidates else "none"
+            raise InputError(f"{path}: {len(candidates)} list columns ({found}); "
+                             "choose one with the matching --*-col option")
+        column = candidates[0]
+    elif column not in schema.names:
+        raise InputError(f"{path}: no column {column!r}; columns: {', '.join(schema.names)}")
+    label = f"{path}:{column}"
+    array = _read_column(path, column)
+    values = _nested_lists_to_numpy(array, label, depth=max(ndims) - 1 if 3 in ndims else 1)
+    return values, label
+
+
+def _nested_lists_to_numpy(array: pa.Array, label: str, depth: int) -> np.ndarray[Any, Any]:
+    """Turn a column of (lists of) equal-length float lists into an (N, [M,] d) array.
+
+    A column nested one level less than ``depth`` allows is read as (N, d).
+    """
+    shape = [len(array)]
+    level: pa.Array = array
+    for _ in range(depth):
+        if not (pa.types.is_list(level.type) or pa.types.is_large_list(level.type)
+                or pa.types.is_fixed_size_list(level.type)):
+            break
+        if level.null_count:
+            raise InputError(f"{label}: {level.null_count} null rows or lists; "
+                             "every row needs a vector")
+        lengths = np.asarray(level.value_lengths().to_numpy(zero_copy_only=False))
+        if len(lengths) and lengths.min() != lengths.max():
+            first = int(np.argmax(lengths != lengths[0]))
+            raise InputError(f"{label}: ragged lists: row {first} has {lengths[first]} "
+                             f"values, row 0 has {lengths[0]}")
+        shape.append(int(lengths[0]) if len(lengths) else 0)
+        level = level.flatten()
+    if len(shape) == 1:
+        raise InputError(f"{label}: expected a list<float> column of vectors, got {array.type}")
+    if pa.types.is_list(level.type) or pa.types.is_fixed_size_list(level.type):
+        raise InputError(f"{label}: lists nested too deep ({array.type})")
+    if not pa.types.is_floating(level.type):
+        raise InputError(f"{label}: expected float vectors (float16/32/64), got lists of "
+                         f"{level.type}")
+    if level.null_count:
+        raise InputError(f"{label}: {level.null_count} null values inside the vectors")
+    flat = level.to_numpy(zero_copy_only=False)
+    return np.asarray(flat).reshape(shape)
+
+
+def _check_dtype(dtype: np.dtype[Any], label: str) -> None:
+    if dtype.type not in FLOAT_DTYPES:
+        raise InputError(f"{label}: expected a float array (float16/32/64), got {dtype.name}")
+
+
+def _check_float_array(values: np.ndarray[Any, Any], label: str, ndims: tuple[int, ...]) -> None:
+    _check_dtype(values.dtype, label)
+    if values.ndim not in ndims:
+        wanted = " or ".join({2: "a 2-D float array (N, d)", 3: "a 3-D float array (N, M, d)"}[n]
+                             for n in ndims)
+        raise InputError(f"{label}: expected {wanted}, got shape {tuple(values.shape)}")
+    if values.shape[0] == 0 or values.shape[-1] == 0 or 0 in values.shape:
+        raise InputError(f"{label}: empty array of shape {tuple(values.shape)}")
+
+
+# ---------------------------------------------------------------- checks
+
+
+@dataclass(frozen=True)
+class RowStats:
+    """Row-level facts about an array, from one streaming scan."""
+
+    rows: int
+    non_finite_rows: int
+    first_non_finite_row: int
+    zero_norm_rows: int
+    first_zero_norm_row: int
+    norm_min: float
+    norm_mean: float
+    norm_max: float
+
+
+def row_stats(values: np.ndarray[Any, Any]) -> RowStats:
+    """Scan an (N, d) or (N, M, d) array in bounded chunks; rows are the last axis's vectors.
+
+    >>> s = row_stats(np.array([[3.0, 4.0], [0.0, 0.0], [np.nan, 1.0]]))
+    >>> s.non_finite_rows, s.first_non_finite_row, s.zero_norm_rows, s.norm_max
+    (1, 2, 1, 5.0)
+    """
+    flat_rows = int(np.prod(values.shape[:-1]))
+    chunk = max(1, _SCAN_BYTES // max(1, values.shape[-1] * values.dtype.itemsize))
+    leading = int(values.shape[0])
+    per_leading = max(1, flat_rows // max(leading, 1))
+    step = max(1, chunk // per_leading)
+    non_finite = zero = 0
+    first_bad = first_zero = -1
+    norm_min, norm_max, norm_sum, finite_rows = np.inf, 0.0, 0.0, 0
+    for start in range(0, leading, step):
+        block = np.asarray(values[start:start + step], dtype=np.float64)
+        block = block.reshape(-1, values.shape[-1])
+        finite = np.isfinite(block).all(axis=1)
+        norms = np.sqrt(np.einsum("ij,ij->i", np.where(finite[:, None], block, 0.0),
+                                  np.where(finite[:, None], block, 0.0)))
+        bad = np.flatnonzero(~finite)
+        if bad.size:
+            non_finite += bad.size
+            first_bad = first_bad if first_bad >= 0 else start * per_leading + int(bad[0])
+        zeros = np.flatnonzero(finite & (norms == 0))
+        if zeros.size:
+            zero += zeros.size
+            first_zero = first_zero if first_zero >= 0 else start * per_leading + int(zeros[0])
+        good = norms[finite]
+        if good.size:
+            norm_min = min(norm_min, float(good.min()))
+            norm_max = max(norm_max, float(good.max()))
+            norm_sum += float(good.sum())
+            finite_rows += good.size
+    return RowStats(
+        rows=flat_rows,
+        non_finite_rows=non_finite,
+        first_non_finite_row=first_bad,
+        zero_norm_rows=zero,
+        first_zero_norm_row=first_zero,
+        norm_min=float(norm_min) if finite_rows else float("nan"),
+        norm_mean=norm_sum / finite_rows if finite_rows else float("nan"),
+        norm_max=float(norm_max) if finite_rows else float("nan"),
+    )
+
+
+def check_values(embeddings: Embeddings, *, nonzero: bool) -> None:
+    """Refuse NaN/Inf anywhere and, when ``nonzero`` (cosine), zero-norm rows."""
+    stats = row_stats(embeddings.values)
+    if stats.non_finite_rows:
+        raise InputError(f"{embeddings.label}: {stats.non_finite_rows} rows contain NaN or Inf "
+                         f"(first: row {_row_name(embeddings, stats.first_non_finite_row)})")
+    if nonzero and stats.zero_norm_rows:
+        raise InputError(f"{embeddings.label}: {stats.zero_norm_rows} rows have zero norm, "
+                         f"which cosine similarity cannot score (first: row "
+                         f"{_row_name(embeddings, stats.first_zero_norm_row)}); "
+                         "use --similarity dot or l2, or drop them")
+
+
+def _row_name(embeddings: Embeddings, flat_row: int) -> str:
+    if len(embeddings.shape) == 3:
+        per = embeddings.shape[1]
+        return f"{flat_row // per}, negative {flat_row % per}"
+    return str(flat_row)
+
+
+# ---------------------------------------------------------------- inspect
+
+
+def describe_file(path: str) -> dict[str, Any]:
+    """Shape, dtype, Parquet schema and per-array row statistics of one file."""
+    file = _existing_file(path)
+    suffix = file.suffix.lower()
+    arrays: dict[str, np.ndarray[Any, Any]] = {}
+    info: dict[str, Any] = {"file": path}
+    if suffix in PARQUET_SUFFIXES:
+        parquet = _parquet_file(path)
+        info["rows"] = parquet.metadata.num_rows
+        info["row_groups"] = parquet.metadata.num_row_groups
+        info["columns"] = {f.name: str(f.type) for f in parquet.schema_arrow}
+        for name in _list_columns(parquet.schema_arrow):
+            arrays[name], _ = _parquet_embeddings(path, name, (2, 3))
+    elif suffix == ".npz":
+        with np.load(path, allow_pickle=False) as archive:
+            names = list(archive.files)
+        for name in names:
+            arrays[name], _ = _npz_array(path, name)
+    elif suffix == ".npy":
+        arrays[""] = _npy_array(path)
+    else:
+        raise InputError(f"{path}: unsupported file type {suffix or '(none)'!r}; "
+                         "expected .npy, .npz or .parquet")
+    info["arrays"] = []
+    for name, values in arrays.items():
+        entry: dict[str, Any] = {"name": name or None, "shape": list(values.shape),
+                                 "dtype": values.dtype.name}
+        if values.dtype.type in FLOAT_DTYPES and values.ndim >= 1 and values.size:
+            stats = row_stats(values.reshape(-1, values.shape[-1]) if values.ndim == 1 else values)
+            entry.update(
+                norm_min=stats.norm_min, norm_mean=stats.norm_mean, norm_max=stats.norm_max,
+                non_finite_rows=stats.non_finite_rows, zero_norm_rows=stats.zero_norm_rows,
+            )
+        info["arrays"].append(entry)
+    return info
+
+
+# ---------------------------------------------------------------- outputs
+
+
+def check_output_path(path: str, inputs: list[str]) -> None:
+    """Refuse, before any work, an output that would overwrite an input or has no directory."""
+    target = Path(path)
+    for source in inputs:
+        with contextlib.suppress(OSError):
+            if target.exists() and target.samefile(source):
+                raise UsageError(f"{path}: is also an input file; choose another output path")
+    if target.is_dir():
+        raise OutputError(f"{path}: is a directory; give a file name")
+    parent = target.parent if str(target.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputError(f"{path}: directory {str(parent)!r} does not exist")
+
+
+def write_atomically(path: str, write: Callable[[IO[bytes]], None]) -> None:
+    """Write a file through a temporary file in the same directory, then rename it."""
+    target = Path(path)
+    directory = target.parent if str(target.parent) else Path(".")
+    try:
+        handle = tempfile.NamedTemporaryFile(
+            dir=directory, prefix=f".{target.name}.", suffix=".tmp", delete=False
+        )
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write ({exc.strerror})") from None
+    try:
+        with handle:
+            write(handle)
+        os.replace(handle.name, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(handle.name)
+        raise
+
+
+def iter_row_blocks(rows: int, size: int) -> Iterator[tuple[int, int]]:
+    """Consecutive [start, stop) ranges of at most ``size`` rows."""
+    for start in range(0, rows, size):
+        yield start, min(start + size, rows)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

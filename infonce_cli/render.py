@@ -1,0 +1,230 @@
+"""Renderers: rich tables, JSON, CSV, JSONL and Parquet. The only module that imports rich.
+
+Data goes to stdout (or a file); tables of results go to stdout too when a
+person is reading; notes, warnings and progress go to stderr.
+"""
+
+from __future__ import annotations
+
+import csv
+import io as textio
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import IO, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from .results import ScoreResult
+
+stderr_console = Console(stderr=True, highlight=False)
+
+
+def to_json(data: Mapping[str, Any]) -> str:
+    """Pretty JSON with non-finite floats written as null (JSON has no NaN or Infinity)."""
+    return json.dumps(_finite(data), indent=2, allow_nan=False) + "\n"
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested keys joined with dots: {"loss": {"mean": 1}} → {"loss.mean": 1}; lists as JSON."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        elif isinstance(value, list | tuple):
+            flat[name] = json.dumps(_finite(list(value)))
+        else:
+            flat[name] = _finite(value)
+    return flat
+
+
+def to_csv(rows: list[Mapping[str, Any]]) -> str:
+    """CSV with a header of flattened keys, one line per row."""
+    flat_rows = [flatten(row) for row in rows]
+    header: list[str] = []
+    for row in flat_rows:
+        header.extend(k for k in row if k not in header)
+    buffer = textio.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=header, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(flat_rows)
+    return buffer.getvalue()
+
+
+def print_table(renderable: Any, file: IO[str] | None = None, width: int | None = None) -> None:
+    """Print a rich renderable to a text stream (stdout by default)."""
+    console = Console(file=file or sys.stdout, width=width, highlight=False)
+    console.print(renderable)
+
+
+def _fmt(value: float, digits: int = 4) -> str:
+    return "—" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def score_table(result: ScoreResult) -> Table:
+    """The aggregate of a score run as a two-column table."""
+    run = result.run
+    title = (f"{run.n} pairs · {run.negatives} · {run.similarity} · "
+             f"τ = {result.temperature:g}{' (fitted)' if result.temperature_fitted else ''}")
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column("metric", style="bold")
+    table.add_column("value", justify="right")
+    loss = result.loss
+    retrieval = result.retrieval
+    candidates = (str(result.num_candidates_min) if result.num_candidates_min
+                  == result.num_candidates_max
+                  else f"{result.num_candidates_min}–{result.num_candidates_max}")
+    rows = [
+        ("loss mean ± std", f"{_fmt(loss.mean)} ± {_fmt(loss.std)}"),
+        ("loss median [p05, p95]", f"{_fmt(loss.median)} [{_fmt(loss.p05)}, {_fmt(loss.p95)}]"),
+        ("loss min / max", f"{_fmt(loss.min)} / {_fmt(loss.max)}"),
+        ("accuracy@1", _fmt(retrieval.accuracy_at_1)),
+        *((f"recall@{k}", _fmt(v)) for k, v in sorted(retrieval.recall_at.items())),
+        ("MRR", _fmt(retrieval.mrr)),
+        ("nDCG@10", _fmt(retrieval.ndcg_at_10)),
+        ("rank mean / median", f"{_fmt(retrieval.mean_rank, 2)} / {retrieval.median_rank:g}"),
+        ("candidates per query", candidates),
+        ("MI lower bound", f"{_fmt(result.mi_lower_bound_nats)} nats "
+                           f"({_fmt(result.mi_lower_bound_bits)} bits)"),
+        ("device / dtype", f"{run.device} / {run.dtype}"),
+        ("seconds", _fmt(run.seconds, 3)),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    return table
+
+
+def print_notes(notes: tuple[str, ...] | list[str]) -> None:
+    """Notes about a result, on stderr."""
+    for note in notes:
+        stderr_console.print(f"note: {note}", markup=False)
+
+
+def warn(message: str) -> None:
+    """A warning on stderr."""
+    stderr_console.print(f"warning: {message}", markup=False)
+
+
+# ---------------------------------------------------------------- per-sample tables
+
+
+def _table(columns: Mapping[str, np.ndarray[Any, Any]]) -> pa.Table:
+    return pa.table({name: pa.array(values) for name, values in columns.items()})
+
+
+def write_parquet(columns: Mapping[str, np.ndarray[Any, Any]], handle: IO[bytes]) -> None:
+    """Per-sample columns as one Parquet table."""
+    pq.write_table(_table(columns), handle)
+
+
+def write_csv(columns: Mapping[str, np.ndarray[Any, Any]], handle: IO[bytes]) -> None:
+    """Per-sample columns as CSV with a header row."""
+    pacsv.write_csv(_table(columns), handle)
+
+
+def jsonl_lines(columns: Mapping[str, np.ndarray[Any, Any]]) -> Iterator[str]:
+    """Per-sample columns as JSON lines, one object per sample, NaN as null."""
+    names = list(columns)
+    lists = [_finite(np.asarray(columns[name]).tolist()) for name in names]
+    for row in zip(*lists, strict=True):
+        yield json.dumps(dict(zip(names, row, strict=True)), allow_nan=False) + "\n"
+
+
+def write_jsonl(columns: Mapping[str, np.ndarray[Any, Any]], handle: IO[bytes]) -> None:
+    """Per-sample columns as JSON lines."""
+    for line in jsonl_lines(columns):
+        handle.write(line.encode())
+
+
+PER_SAMPLE_WRITERS = {".parquet": write_parquet, ".csv": write_csv, ".jsonl": write_jsonl}
+
+
+def inspect_table(info: Mapping[str, Any]) -> Table:
+    """One file's description from ``io.describe_file`` as a table."""
+    title = str(info["file"])
+    if "rows" in info:
+        title += f" · Parquet, {info['rows']} rows in {info['row_groups']} row groups"
+    table = Table(title=title, title_justify="left")
+    for name in ("array", "shape", "dtype", "norm min", "norm mean", "norm max", "NaN/Inf rows",
+                 "zero-norm rows"):
+        table.add_column(name, justify="left" if name in ("array", "dtype") else "right")
+    for array in info["arrays"]:
+        table.add_row(
+            array["name"] or "—",
+            "×".join(str(x) for x in array["shape"]),
+            array["dtype"],
+            _fmt(array.get("norm_min", math.nan)),
+            _fmt(array.get("norm_mean", math.nan)),
+            _fmt(array.get("norm_max", math.nan)),
+            str(array.get("non_finite_rows", "—")),
+            str(array.get("zero_norm_rows", "—")),
+        )
+    if "columns" in info:
+        table.caption = "columns: " + ", ".join(f"{k} {v}" for k, v in info["columns"].items())
+    return table
+
+
+class _Progress:
+    """A progress bar on stderr that appears only once a run has taken over a second."""
+
+    DELAY = 1.0
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.enabled = total, enabled
+        self.done = 0
+        self.started = time.monotonic()
+        self.bar: Progress | None = None
+        self.task: Any = None
+
+    def __enter__(self) -> Callable[[int], None]:
+        return self.advance
+
+    def advance(self, rows: int) -> None:
+        self.done += rows
+        if not self.enabled:
+            return
+        if self.bar is None and time.monotonic() - self.started > self.DELAY:
+            self.bar = Progress(
+                TextColumn("scoring"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("rows"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                console=stderr_console, transient=True,
+            )
+            self.bar.start()
+            self.task = self.bar.add_task("scoring", total=self.total, completed=self.done)
+        elif self.bar is not None:
+            self.bar.update(self.task, completed=self.done)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def progress(total: int, enabled: bool) -> _Progress:
+    """A context manager yielding ``advance(rows)``; silent unless ``enabled``."""
+    return _Progress(total, enabled)

@@ -1,0 +1,140 @@
+"""The engine against the float64 loop reference, in every negative mode and similarity."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from infonce_cli.engine import EngineOptions, NegativeMode, score_embeddings
+from infonce_cli.errors import UsageError
+from infonce_cli.similarity import Similarity
+
+from .reference import reference
+
+N, M, K, D = 37, 5, 23, 12
+
+
+def _data(rng, scale=1.0):
+    query = rng.normal(size=(N, D)).astype(np.float32)
+    positive = (query + rng.normal(scale=scale, size=(N, D))).astype(np.float32)
+    paired = rng.normal(size=(N, M, D)).astype(np.float32)
+    shared = rng.normal(size=(K, D)).astype(np.float32)
+    return query, positive, paired, shared
+
+
+CASES = {
+    # name: (negatives key, engine kwargs, reference kwargs)
+    "in-batch": (None, {}, {}),
+    "in-batch, batch 8": (None, {"batch_size": 8}, {"batch_size": 8}),
+    "paired": ("paired", {}, {}),
+    "shared": ("shared", {}, {}),
+    "in-batch+paired": ("paired", {"in_batch": True}, {"in_batch": True}),
+    "in-batch+paired, batch 10": ("paired", {"in_batch": True, "batch_size": 10},
+                                  {"in_batch": True, "batch_size": 10}),
+    "symmetric": (None, {"symmetric": True}, {"symmetric": True}),
+    "symmetric, batch 6": (None, {"symmetric": True, "batch_size": 6},
+                           {"symmetric": True, "batch_size": 6}),
+}
+
+
+@pytest.mark.parametrize("similarity", list(Similarity))
+@pytest.mark.parametrize("case", list(CASES))
+def test_matches_float64_loop(rng, case, similarity):
+    query, positive, paired, shared = _data(rng)
+    neg_key, engine_kwargs, ref_kwargs = CASES[case]
+    negatives = {"paired": paired, "shared": shared, None: None}[neg_key]
+    temperature = 0.1 if similarity is Similarity.COSINE else 5.0
+    options = EngineOptions(temperatures=(temperature,), similarity=similarity, **engine_kwargs)
+    got = score_embeddings(query, positive, negatives, options)
+    want = reference(query, positive, negatives, temperature=temperature, kind=similarity.value,
+                     **ref_kwargs)
+    scale = np.abs(want.loss).max() + 1
+    np.testing.assert_allclose(got.loss[:, 0].numpy(), want.loss, rtol=1e-5, atol=1e-5 * scale)
+    np.testing.assert_array_equal(got.rank.numpy(), want.rank)
+    np.testing.assert_array_equal(got.num_candidates.numpy(), want.num_candidates)
+    np.testing.assert_array_equal(got.hardest_negative_index.numpy(), want.hardest_negative_index)
+    np.testing.assert_allclose(got.positive_score.numpy(), want.positive_score, rtol=1e-5,
+                               atol=1e-4)
+    np.testing.assert_allclose(got.hardest_negative_score.numpy(), want.hardest_negative_score,
+                               rtol=1e-5, atol=1e-4)
+
+
+def test_modes_follow_shapes(rng):
+    query, positive, paired, shared = _data(rng)
+    assert score_embeddings(query, positive).mode is NegativeMode.IN_BATCH
+    assert score_embeddings(query, positive, shared).mode is NegativeMode.SHARED
+    assert score_embeddings(query, positive, paired).mode is NegativeMode.PAIRED
+    pooled = score_embeddings(query, positive, paired, EngineOptions(in_batch=True))
+    assert pooled.mode is NegativeMode.IN_BATCH_PAIRED
+
+
+def test_symmetric_needs_in_batch(rng):
+    query, positive, _, shared = _data(rng)
+    with pytest.raises(UsageError, match="--symmetric works with in-batch negatives only"):
+        score_embeddings(query, positive, shared, EngineOptions(symmetric=True))
+
+
+@pytest.mark.parametrize("neg_key", [None, "paired", "shared"])
+@pytest.mark.parametrize("max_memory", [2**12, 2**16, 2**20, 2**30])
+def test_block_sizes_do_not_change_results(rng, neg_key, max_memory):
+    """Blocks of any size, including ones that do not divide N, give the same numbers."""
+    query, positive, paired, shared = _data(rng)
+    negatives = {"paired": paired, "shared": shared, None: None}[neg_key]
+    whole = score_embeddings(query, positive, negatives, EngineOptions(max_memory=2**34))
+    blocked = score_embeddings(query, positive, negatives, EngineOptions(max_memory=max_memory))
+    np.testing.assert_allclose(blocked.loss.numpy(), whole.loss.numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(blocked.rank.numpy(), whole.rank.numpy())
+    np.testing.assert_array_equal(blocked.hardest_negative_index.numpy(),
+                                  whole.hardest_negative_index.numpy())
+
+
+def test_real_data_against_loop(real_data):
+    """Real MiniLM vectors (raw, unnormalised) in the pooled mode, where near-duplicates abound."""
+    rows = slice(0, 48)
+    query, positive = real_data["query"][rows], real_data["positive"][rows]
+    paired = real_data["paired"][rows]
+    for kind in ("cosine", "dot"):
+        options = EngineOptions(temperatures=(0.05,), similarity=Similarity(kind), in_batch=True,
+                                max_memory=2**16)
+        got = score_embeddings(query, positive, paired, options)
+        want = reference(query, positive, paired, temperature=0.05, kind=kind, in_batch=True)
+        np.testing.assert_allclose(got.loss[:, 0].numpy(), want.loss, rtol=1e-4, atol=1e-4)
+        np.testing.assert_array_equal(got.rank.numpy(), want.rank)
+
+
+def test_float64_is_closer_to_reference_than_float32(rng):
+    query, positive, paired, _ = _data(rng)
+    want = reference(query, positive, paired, temperature=0.05).loss
+    got = score_embeddings(query, positive, paired,
+                           EngineOptions(dtype=torch.float64)).loss[:, 0].numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_is_close_and_reports_float32_losses(real_data, dtype):
+    rows = slice(0, 256)
+    args = (real_data["query"][rows], real_data["positive"][rows])
+    full = score_embeddings(*args).loss.double().mean()
+    low = score_embeddings(*args, options=EngineOptions(dtype=dtype))
+    assert low.loss.dtype == torch.float32
+    assert abs(low.loss.double().mean() - full) / full < 2e-2
+
+
+def test_multiple_temperatures_match_single_runs(rng):
+    query, positive, paired, _ = _data(rng)
+    temperatures = (0.02, 0.1, 1.0)
+    multi = score_embeddings(query, positive, paired, EngineOptions(temperatures=temperatures))
+    for t, temperature in enumerate(temperatures):
+        single = score_embeddings(query, positive, paired,
+                                  EngineOptions(temperatures=(temperature,)))
+        np.testing.assert_allclose(multi.loss[:, t].numpy(), single.loss[:, 0].numpy(),
+                                   rtol=1e-6, atol=1e-6)
+
+
+def test_fortran_order_and_big_endian_inputs_give_the_same_result(rng):
+    query, positive, paired, _ = _data(rng)
+    base = score_embeddings(query, positive, paired).loss
+    odd = score_embeddings(np.asfortranarray(query), positive.astype(">f4"),
+                           paired.astype(">f4")).loss
+    np.testing.assert_array_equal(odd.numpy(), base.numpy())
