@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from . import __version__
-from .errors import ExitCode, InfonceError, UsageError
+from .errors import ExitCode, InfonceError, InputError, UsageError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -199,18 +199,7 @@ def _load_inputs(
     positive_array = io.load_embeddings(pos, key=pos_key, column=pos_col)
     negative_array = (io.load_embeddings(neg, key=neg_key, column=neg_col, ndims=(2, 3))
                       if neg is not None else None)
-    n, dim = query_array.shape
-    if positive_array.shape[0] != n:
-        raise io.InputError(f"{positive_array.label}: has {positive_array.shape[0]} rows but "
-                            f"{query_array.label} has {n}; row i of each must be a pair")
-    for other in (positive_array, negative_array):
-        if other is not None and other.shape[-1] != dim:
-            raise io.InputError(f"{other.label}: vectors have dimension {other.shape[-1]} but "
-                                f"{query_array.label} has {dim}")
-    if negative_array is not None and len(negative_array.shape) == 3 \
-            and negative_array.shape[0] != n:
-        raise io.InputError(f"{negative_array.label}: paired negatives have "
-                            f"{negative_array.shape[0]} rows but {query_array.label} has {n}")
+    io.check_pairs(query_array, positive_array, negative_array)
     for embeddings in (query_array, positive_array, negative_array):
         if embeddings is not None:
             io.check_values(embeddings, nonzero=cosine)
@@ -221,8 +210,9 @@ def _load_inputs(
         if source is None:
             raise UsageError("--id-col needs --query or --pos to be a Parquet file")
         ids = io.load_ids(source, id_col)
-        if len(ids) != n:
-            raise io.InputError(f"{source}:{id_col}: has {len(ids)} ids for {n} pairs")
+        if len(ids) != query_array.shape[0]:
+            raise InputError(f"{source}:{id_col}: has {len(ids)} ids for "
+                             f"{query_array.shape[0]} pairs")
     paths = [p for p in (query, pos, neg) if p is not None]
     return _Inputs(query_array, positive_array, negative_array, ids, paths)
 
@@ -271,7 +261,7 @@ def _emit(text_or_table: Any, fmt: OutputFormat, output: str | None, to_stderr: 
 
     if output is not None:
         text = text_or_table if isinstance(text_or_table, str) else _table_text(text_or_table)
-        io.write_atomically(output, lambda handle: handle.write(text.encode()))
+        io.write_atomically(output, lambda handle: _write_text(handle, text))
         return
     stream = sys.stderr if to_stderr else sys.stdout
     if fmt is OutputFormat.TABLE:
@@ -279,6 +269,10 @@ def _emit(text_or_table: Any, fmt: OutputFormat, output: str | None, to_stderr: 
     else:
         stream.write(text_or_table)
         stream.flush()
+
+
+def _write_text(handle: Any, text: str) -> None:
+    handle.write(text.encode())
 
 
 def _table_text(table: Any) -> str:
@@ -344,7 +338,7 @@ def score(
 ) -> None:
     """Per-sample and aggregate InfoNCE loss, ranks and retrieval metrics."""
     with _reported_errors(debug):
-        from . import api, io, render
+        from . import api, engine, io, render
 
         tau = parse_temperature(temperature)
         recall = parse_recall_at(recall_at)
@@ -365,7 +359,7 @@ def score(
         negatives = inputs.negatives.values if inputs.negatives is not None else None
         with _progress(inputs.query.shape[0], quiet) as advance:
             started = time.perf_counter()
-            per_sample_scores = api.score_embeddings(
+            per_sample_scores = engine.score_embeddings(
                 inputs.query.values, inputs.positive.values, negatives, options, advance)
             result = api.summarize(per_sample_scores, options, time.perf_counter() - started,
                                    recall)

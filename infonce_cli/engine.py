@@ -376,6 +376,7 @@ class _RunningState:
         if self.first_moment is not None and self.second_moment is not None:
             mean_gap = self.first_moment / self.sums
             result["softmax_gap"] = mean_gap
-            result["softmax_variance"] = (self.second_moment / self.sums - mean_gap.square()).clamp_min(0)
+            variance = self.second_moment / self.sums - mean_gap.square()
+            result["softmax_variance"] = variance.clamp_min(0)
         return result
 

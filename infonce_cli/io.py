@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -168,8 +168,12 @@ def _read_column(path: str, column: str) -> pa.Array:
 
 
 def _list_columns(schema: pa.Schema) -> list[str]:
-    return [f.name for f in schema if pa.types.is_list(f.type) or pa.types.is_fixed_size_list(f.type)
-            or pa.types.is_large_list(f.type)]
+    return [f.name for f in schema if _is_list(f.type)]
+
+
+def _is_list(kind: pa.DataType) -> bool:
+    return bool(pa.types.is_list(kind) or pa.types.is_large_list(kind)
+                or pa.types.is_fixed_size_list(kind))
 
 
 def _parquet_embeddings(
@@ -199,8 +203,7 @@ def _nested_lists_to_numpy(array: pa.Array, label: str, depth: int) -> np.ndarra
     shape = [len(array)]
     level: pa.Array = array
     for _ in range(depth):
-        if not (pa.types.is_list(level.type) or pa.types.is_large_list(level.type)
-                or pa.types.is_fixed_size_list(level.type)):
+        if not _is_list(level.type):
             break
         if level.null_count:
             raise InputError(f"{label}: {level.null_count} null rows or lists; "
@@ -214,7 +217,7 @@ def _nested_lists_to_numpy(array: pa.Array, label: str, depth: int) -> np.ndarra
         level = level.flatten()
     if len(shape) == 1:
         raise InputError(f"{label}: expected a list<float> column of vectors, got {array.type}")
-    if pa.types.is_list(level.type) or pa.types.is_fixed_size_list(level.type):
+    if _is_list(level.type):
         raise InputError(f"{label}: lists nested too deep ({array.type})")
     if not pa.types.is_floating(level.type):
         raise InputError(f"{label}: expected float vectors (float16/32/64), got lists of "
@@ -241,6 +244,21 @@ def _check_float_array(values: np.ndarray[Any, Any], label: str, ndims: tuple[in
 
 
 # ---------------------------------------------------------------- checks
+
+
+def check_pairs(query: Embeddings, positive: Embeddings, negatives: Embeddings | None) -> None:
+    """Refuse inputs whose row counts or dimensions do not line up."""
+    n, dim = query.shape
+    if positive.shape[0] != n:
+        raise InputError(f"{positive.label}: has {positive.shape[0]} rows but {query.label} "
+                         f"has {n}; row i of each must be a pair")
+    for other in (positive, negatives):
+        if other is not None and other.shape[-1] != dim:
+            raise InputError(f"{other.label}: vectors have dimension {other.shape[-1]} but "
+                             f"{query.label} has {dim}")
+    if negatives is not None and len(negatives.shape) == 3 and negatives.shape[0] != n:
+        raise InputError(f"{negatives.label}: paired negatives have {negatives.shape[0]} rows "
+                         f"but {query.label} has {n}")
 
 
 @dataclass(frozen=True)
@@ -275,9 +293,9 @@ def row_stats(values: np.ndarray[Any, Any]) -> RowStats:
     for start in range(0, leading, step):
         block = np.asarray(values[start:start + step], dtype=np.float64)
         block = block.reshape(-1, values.shape[-1])
-        finite = np.isfinite(block).all(axis=1)
-        norms = np.sqrt(np.einsum("ij,ij->i", np.where(finite[:, None], block, 0.0),
-                                  np.where(finite[:, None], block, 0.0)))
+        finite = np.asarray(np.isfinite(block).all(axis=1))
+        clean = np.where(finite[:, None], block, 0.0)
+        norms = np.sqrt(np.einsum("ij,ij->i", clean, clean))
         bad = np.flatnonzero(~finite)
         if bad.size:
             non_finite += bad.size
@@ -386,25 +404,18 @@ def write_atomically(path: str, write: Callable[[IO[bytes]], None]) -> None:
     target = Path(path)
     directory = target.parent if str(target.parent) else Path(".")
     try:
-        handle = tempfile.NamedTemporaryFile(
-            dir=directory, prefix=f".{target.name}.", suffix=".tmp", delete=False
-        )
+        descriptor, temporary = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.",
+                                                 suffix=".tmp")
     except OSError as exc:
         raise OutputError(f"{path}: cannot write ({exc.strerror})") from None
     try:
-        with handle:
+        with os.fdopen(descriptor, "wb") as handle:
             write(handle)
-        os.replace(handle.name, target)
+        os.replace(temporary, target)
     except BaseException:
         with contextlib.suppress(OSError):
-            os.unlink(handle.name)
+            os.unlink(temporary)
         raise
-
-
-def iter_row_blocks(rows: int, size: int) -> Iterator[tuple[int, int]]:
-    """Consecutive [start, stop) ranges of at most ``size`` rows."""
-    for start in range(0, rows, size):
-        yield start, min(start + size, rows)
 
 
 def _first_line(exc: BaseException) -> str:

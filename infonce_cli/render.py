@@ -123,12 +123,12 @@ def score_table(result: ScoreResult) -> Table:
 def print_notes(notes: tuple[str, ...] | list[str]) -> None:
     """Notes about a result, on stderr."""
     for note in notes:
-        stderr_console.print(f"note: {note}", markup=False)
+        stderr_console.print(f"note: {note}", markup=False, soft_wrap=True)
 
 
 def warn(message: str) -> None:
     """A warning on stderr."""
-    stderr_console.print(f"warning: {message}", markup=False)
+    stderr_console.print(f"warning: {message}", markup=False, soft_wrap=True)
 
 
 # ---------------------------------------------------------------- per-sample tables

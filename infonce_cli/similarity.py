@@ -31,11 +31,14 @@ def prepare_rows(rows: torch.Tensor, similarity: Similarity) -> torch.Tensor:
     tensor([[0.6000, 0.8000]])
     """
     if similarity is Similarity.COSINE:
-        return rows / torch.linalg.vector_norm(rows, dim=-1, keepdim=True)
+        norms: torch.Tensor = torch.linalg.vector_norm(rows, dim=-1, keepdim=True)
+        return rows / norms
     return rows
 
 
-def pairwise(queries: torch.Tensor, candidates: torch.Tensor, similarity: Similarity) -> torch.Tensor:
+def pairwise(
+    queries: torch.Tensor, candidates: torch.Tensor, similarity: Similarity
+) -> torch.Tensor:
     """Scores of every query against every candidate: (B, d) × (C, d) → (B, C).
 
     Inputs are prepared rows. The product runs in the inputs' dtype; the scores
@@ -53,7 +56,9 @@ def pairwise(queries: torch.Tensor, candidates: torch.Tensor, similarity: Simila
     return scores
 
 
-def paired(queries: torch.Tensor, candidates: torch.Tensor, similarity: Similarity) -> torch.Tensor:
+def paired(
+    queries: torch.Tensor, candidates: torch.Tensor, similarity: Similarity
+) -> torch.Tensor:
     """Scores of each query against its own candidates: (B, d) × (B, M, d) → (B, M).
 
     >>> q = torch.tensor([[1.0, 0.0]]); c = torch.tensor([[[2.0, 0.0], [0.0, 1.0]]])

@@ -9,12 +9,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 PAIRS = 400
 HERE = Path(__file__).parent
-SOURCE = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE.parent.parent / "shared/data/debian-minilm"
+DEFAULT_SOURCE = HERE.parent.parent / "shared/data/debian-minilm"
+SOURCE = Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_SOURCE
 
 
 def main() -> None:
@@ -31,7 +31,8 @@ def main() -> None:
                    compression="zstd")
     check = pq.read_table(HERE / "pairs.parquet")
     vectors = check.column("query").combine_chunks().flatten().to_numpy().reshape(PAIRS, -1)
-    assert np.array_equal(vectors, queries) and check.column("id").null_count == 0
+    if not np.array_equal(vectors, queries) or check.column("id").null_count:
+        raise SystemExit("the Parquet copy does not match the .npy rows")
     print(f"wrote {PAIRS} pairs to {HERE}")
 
 

@@ -1,0 +1,95 @@
+"""The README's commands run as written, and the installed command behaves as documented."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import ROOT
+
+README = (ROOT / "README.md").read_text()
+BIN = Path(sys.executable).parent
+
+
+def _readme_blocks(language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", README, flags=re.DOTALL)
+
+
+def _readme_commands() -> list[str]:
+    return [line for block in _readme_blocks("sh") for line in block.splitlines()
+            if line.startswith("infonce ")]
+
+
+def _environment() -> dict[str, str]:
+    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "COLUMNS": "100"}
+
+
+def test_quickstart_is_two_commands_and_ci_runs_the_second():
+    quickstart = README.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
+    commands = re.findall(r"```sh\n(.*?)\n```", quickstart, flags=re.DOTALL)
+    assert len(commands) == 2
+    assert all("\n" not in command for command in commands)
+    assert "infonce score" in commands[0]
+    assert "sample_data/" in commands[0]
+    assert "pytest" in commands[1]
+    assert commands[1] in (ROOT / ".ci" / "run").read_text()
+
+
+@pytest.mark.parametrize("command", _readme_commands())
+def test_readme_command_runs(tmp_path, command):
+    (tmp_path / "sample_data").symlink_to(ROOT / "sample_data")
+    result = subprocess.run(shlex.split(command), cwd=tmp_path, env=_environment(),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    if "--format json" in command and "--per-sample -" not in command:
+        assert json.loads(result.stdout)["n"] > 0
+
+
+def test_readme_python_example_runs():
+    (example,) = _readme_blocks("python")
+    exec(compile(example, "README.md", "exec"), {})
+
+
+def test_quickstart_score_command_on_sample_data(tmp_path):
+    quickstart = re.findall(r"```sh\n(.*?)\n```", README, flags=re.DOTALL)[0]
+    score = "infonce " + quickstart.split(".venv/bin/infonce ", 1)[1]
+    result = subprocess.run(shlex.split(score) + ["--format", "json"], cwd=ROOT,
+                            env=_environment(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["negatives"] == "paired"
+
+
+def test_installed_command_and_module_entry_point(tmp_path):
+    args = ["score", "-q", str(ROOT / "sample_data/queries.npy"), "-p",
+            str(ROOT / "sample_data/positives.npy")]
+    installed = subprocess.run([str(BIN / "infonce"), *args], capture_output=True, text=True,
+                               timeout=120, env=_environment())
+    module = subprocess.run([sys.executable, "-m", "infonce_cli", *args], capture_output=True,
+                            text=True, timeout=120)
+    assert installed.returncode == module.returncode == 0
+    first, second = json.loads(installed.stdout), json.loads(module.stdout)
+    assert first["loss"] == second["loss"]
+
+
+def test_installed_command_reports_errors_in_one_line():
+    result = subprocess.run([str(BIN / "infonce"), "score", "-q", "nope.npy", "-p", "nope.npy"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr == "error: nope.npy: no such file\n"
+
+
+def test_help_does_not_import_torch():
+    code = ("import sys\nfrom infonce_cli.cli import main\nsys.argv = ['infonce', '--help']\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print('torch' in sys.modules, file=sys.stderr)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60)
+    assert result.stderr.strip() == "False"
+    assert "score" in result.stdout
