@@ -218,7 +218,8 @@ def _nested_lists_to_numpy(array: pa.Array, label: str, depth: int) -> np.ndarra
     if len(shape) == 1:
         raise InputError(f"{label}: expected a list<float> column of vectors, got {array.type}")
     if _is_list(level.type):
-        raise InputError(f"{label}: lists nested too deep ({array.type})")
+        wanted = "list<float> (N, d)" if depth == 1 else "list<float> or list<list<float>>"
+        raise InputError(f"{label}: lists nested too deep: expected {wanted}, got {array.type}")
     if not pa.types.is_floating(level.type):
         raise InputError(f"{label}: expected float vectors (float16/32/64), got lists of "
                          f"{level.type}")
