@@ -15,16 +15,17 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["EngineOptions", "Similarity", "__version__", "info_nce", "score"]
+__all__ = ["EngineOptions", "Similarity", "__version__", "info_nce", "score", "sweep"]
 
 if TYPE_CHECKING:
-    from .api import info_nce, score
+    from .api import info_nce, score, sweep
     from .engine import EngineOptions
     from .similarity import Similarity
 
 _LAZY = {
     "info_nce": "api",
     "score": "api",
+    "sweep": "api",
     "EngineOptions": "engine",
     "Similarity": "similarity",
 }

@@ -17,8 +17,9 @@ from .metrics import (
     mi_notes,
     retrieval_metrics,
 )
-from .results import RunInfo, ScoreResult
+from .results import RunInfo, ScoreResult, SweepResult, SweepRow
 from .similarity import Similarity
+from .temperature import SweepScores, sweep_embeddings
 
 
 def info_nce(
@@ -89,6 +90,68 @@ def score(
     return summarize(per_sample, options, time.perf_counter() - started, recall_at), per_sample
 
 
+def sweep(
+    query: Rows,
+    positive: Rows,
+    negatives: Rows | None = None,
+    *,
+    temperatures: tuple[float, ...],
+    options: EngineOptions | None = None,
+    recall_at: tuple[int, ...] = DEFAULT_RECALL_AT,
+) -> tuple[SweepResult, SweepScores]:
+    """Losses over a temperature grid from one similarity pass, and the exact optimum.
+
+    >>> rng = np.random.default_rng(0)
+    >>> q = rng.normal(size=(32, 4)).astype("float32")
+    >>> result, _ = sweep(q, q + rng.normal(size=(32, 4)).astype("float32"),
+    ...                   temperatures=(0.1, 1.0))
+    >>> [row.temperature for row in result.rows], result.optimum["converged"]
+    ([0.1, 1.0], True)
+    """
+    options = options or EngineOptions()
+    started = time.perf_counter()
+    scores = sweep_embeddings(query, positive, negatives, temperatures, options)
+    return summarize_sweep(scores, options, time.perf_counter() - started, recall_at), scores
+
+
+def summarize_sweep(
+    scores: SweepScores,
+    options: EngineOptions,
+    seconds: float,
+    recall_at: tuple[int, ...] = DEFAULT_RECALL_AT,
+) -> SweepResult:
+    """The aggregate result of a sweep."""
+    grid = scores.grid
+    num_candidates = grid.num_candidates.cpu().numpy()
+    rows = []
+    for index, temperature in enumerate(scores.temperatures):
+        loss = grid.loss[:, index].detach().double().cpu().numpy()
+        bound, _ = mi_lower_bound(loss, num_candidates)
+        rows.append(SweepRow(temperature, float(loss.mean()), float(loss.std()), bound))
+    return SweepResult(
+        run=_run_info(grid, options, seconds),
+        rows=tuple(rows),
+        best_grid=min(rows, key=lambda row: row.loss_mean),
+        optimum=scores.optimum.to_dict(),
+        retrieval=retrieval_metrics(grid.rank.cpu().numpy(), recall_at),
+        num_candidates_min=int(num_candidates.min()),
+        num_candidates_max=int(num_candidates.max()),
+    )
+
+
+def _run_info(per_sample: PerSampleScores, options: EngineOptions, seconds: float) -> RunInfo:
+    return RunInfo(
+        n=int(per_sample.loss.shape[0]),
+        similarity=options.similarity.value,
+        negatives=per_sample.mode.value,
+        device=str(options.device),
+        dtype=str(options.dtype).removeprefix("torch."),
+        seconds=seconds,
+        batch_size=options.batch_size,
+        symmetric=options.symmetric,
+    )
+
+
 def summarize(
     per_sample: PerSampleScores,
     options: EngineOptions,
@@ -101,16 +164,7 @@ def summarize(
     num_candidates = per_sample.num_candidates.cpu().numpy()
     bound, ceiling = mi_lower_bound(loss, num_candidates)
     return ScoreResult(
-        run=RunInfo(
-            n=len(loss),
-            similarity=options.similarity.value,
-            negatives=per_sample.mode.value,
-            device=str(options.device),
-            dtype=str(options.dtype).removeprefix("torch."),
-            seconds=seconds,
-            batch_size=options.batch_size,
-            symmetric=options.symmetric,
-        ),
+        run=_run_info(per_sample, options, seconds),
         temperature=options.temperatures[0],
         num_candidates_min=int(num_candidates.min()),
         num_candidates_max=int(num_candidates.max()),

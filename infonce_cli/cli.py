@@ -7,6 +7,7 @@ the commands, so ``infonce --help`` stays fast.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import re
 import sys
@@ -255,20 +256,21 @@ def _resolve_format(fmt: OutputFormat, output: str | None) -> OutputFormat:
     return OutputFormat.TABLE if sys.stdout.isatty() else OutputFormat.JSON
 
 
-def _emit(text_or_table: Any, fmt: OutputFormat, output: str | None, to_stderr: bool) -> None:
-    """Write the aggregate: to --output atomically, else stdout (stderr when stdout carries rows)."""
+def _emit(rendered: Any, output: str | None, to_stderr: bool = False) -> None:
+    """Write the aggregate (text, or a rich renderable for a table) to --output atomically,
+    else to stdout (stderr when stdout carries per-sample rows)."""
     from . import io, render
 
     if output is not None:
-        text = text_or_table if isinstance(text_or_table, str) else _table_text(text_or_table)
+        text = rendered if isinstance(rendered, str) else _table_text(rendered)
         io.write_atomically(output, lambda handle: _write_text(handle, text))
         return
     stream = sys.stderr if to_stderr else sys.stdout
-    if fmt is OutputFormat.TABLE:
-        render.print_table(text_or_table, file=stream)
-    else:
-        stream.write(text_or_table)
+    if isinstance(rendered, str):
+        stream.write(rendered)
         stream.flush()
+    else:
+        render.print_table(rendered, file=stream)
 
 
 def _write_text(handle: Any, text: str) -> None:
@@ -312,7 +314,7 @@ def score(
     query: QueryOpt,
     pos: PosOpt,
     neg: NegOpt = None,
-    temperature: Annotated[str, typer.Option("--temperature", "-t", help="Temperature τ > 0 (logits are similarities / τ).")] = "0.05",
+    temperature: Annotated[str, typer.Option("--temperature", "-t", help="Temperature τ > 0 (logits are similarities / τ), or 'auto' to fit the loss-minimising τ and score at it.")] = "0.05",
     similarity: SimilarityOpt = SimilarityChoice.COSINE,
     in_batch: InBatchOpt = False,
     batch_size: BatchSizeOpt = None,
@@ -339,8 +341,10 @@ def score(
     """Per-sample and aggregate InfoNCE loss, ranks and retrieval metrics."""
     with _reported_errors(debug):
         from . import api, engine, io, render
+        from .temperature import score_at_optimum
 
-        tau = parse_temperature(temperature)
+        auto = temperature.strip().lower() == "auto"
+        tau = 1.0 if auto else parse_temperature(temperature)
         recall = parse_recall_at(recall_at)
         out_format = _resolve_format(fmt, output)
         per_sample_suffix = None
@@ -357,12 +361,16 @@ def score(
             if target is not None:
                 io.check_output_path(target, inputs.paths)
         negatives = inputs.negatives.values if inputs.negatives is not None else None
+        arrays = (inputs.query.values, inputs.positive.values, negatives)
         with _progress(inputs.query.shape[0], quiet) as advance:
             started = time.perf_counter()
-            per_sample_scores = engine.score_embeddings(
-                inputs.query.values, inputs.positive.values, negatives, options, advance)
+            if auto:
+                fitted, per_sample_scores = score_at_optimum(*arrays, options, advance)
+                options = dataclasses.replace(options, temperatures=(fitted,))
+            else:
+                per_sample_scores = engine.score_embeddings(*arrays, options, advance)
             result = api.summarize(per_sample_scores, options, time.perf_counter() - started,
-                                   recall)
+                                   recall, temperature_fitted=auto)
         if per_sample is not None:
             columns = api.per_sample_columns(per_sample_scores, inputs.ids)
             if per_sample == "-":
@@ -379,7 +387,7 @@ def score(
             rendered = render.to_csv([result.to_dict()])
         else:
             rendered = render.to_json(result.to_dict())
-        _emit(rendered, out_format, output, to_stderr=rows_on_stdout)
+        _emit(rendered, output, to_stderr=rows_on_stdout)
         if not quiet:
             render.print_notes(result.notes)
         _check_gates(result.loss.mean, result.retrieval.accuracy_at_1, fail_above,
@@ -397,6 +405,100 @@ def _check_gates(loss_mean: float, accuracy: float, fail_above: float | None,
     if failures:
         print(f"error: quality gate failed: {'; '.join(failures)}", file=sys.stderr)
         raise typer.Exit(int(ExitCode.GATE_FAILED))
+
+
+class Spacing(StrEnum):
+    LOG = "log"
+    LINEAR = "linear"
+
+
+@app.command("sweep-temperature")
+def sweep_temperature(
+    query: QueryOpt,
+    pos: PosOpt,
+    neg: NegOpt = None,
+    temperatures: Annotated[str | None, typer.Option(help="Explicit grid, comma-separated (e.g. 0.01,0.02,0.05); overrides --min/--max/--steps.", show_default=False)] = None,
+    minimum: Annotated[float, typer.Option("--min", help="Smallest grid temperature.")] = 0.01,
+    maximum: Annotated[float, typer.Option("--max", help="Largest grid temperature.")] = 1.0,
+    steps: Annotated[int, typer.Option(help="Number of grid temperatures.")] = 50,
+    spacing: Annotated[Spacing, typer.Option(help="Grid spacing in τ.")] = Spacing.LOG,
+    similarity: SimilarityOpt = SimilarityChoice.COSINE,
+    in_batch: InBatchOpt = False,
+    batch_size: BatchSizeOpt = None,
+    symmetric: SymmetricOpt = False,
+    query_key: QueryKeyOpt = None,
+    pos_key: PosKeyOpt = None,
+    neg_key: NegKeyOpt = None,
+    query_col: QueryColOpt = None,
+    pos_col: PosColOpt = None,
+    neg_col: NegColOpt = None,
+    recall_at: Annotated[str, typer.Option(help="Cut-offs k for recall@k, comma-separated.")] = "1,5,10",
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = DtypeChoice.FLOAT32,
+    max_memory: MaxMemoryOpt = "512MiB",
+    fmt: FormatOpt = OutputFormat.AUTO,
+    output: OutputOpt = None,
+    plot: Annotated[str | None, typer.Option(help="Write a figure of loss against τ to a .png or .svg file (needs matplotlib: pip install 'infonce-cli[plot]').", show_default=False)] = None,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Mean loss at every temperature of a grid from one similarity pass, and the exact optimum."""
+    with _reported_errors(debug):
+        from . import api, io, render, temperature
+
+        if temperatures is not None:
+            grid = temperature.check_temperatures(_parse_floats(temperatures, "--temperatures"))
+        else:
+            grid = temperature.temperature_grid(minimum, maximum, steps, spacing.value)
+        recall = parse_recall_at(recall_at)
+        out_format = _resolve_format(fmt, output)
+        plot_format = _plot_format(plot)
+        options = _engine_options(grid[:1], similarity, in_batch, batch_size, symmetric, device,
+                                  dtype, max_memory, has_negatives=neg is not None)
+        inputs = _load_inputs(query, pos, neg, query_key, pos_key, neg_key, query_col, pos_col,
+                              neg_col, None, cosine=similarity is SimilarityChoice.COSINE)
+        for target in (output, plot):
+            if target is not None:
+                io.check_output_path(target, inputs.paths)
+        negatives = inputs.negatives.values if inputs.negatives is not None else None
+        with _progress(inputs.query.shape[0], quiet) as advance:
+            started = time.perf_counter()
+            scores = temperature.sweep_embeddings(inputs.query.values, inputs.positive.values,
+                                            negatives, grid, options, advance)
+            result = api.summarize_sweep(scores, options, time.perf_counter() - started, recall)
+        if plot is not None and plot_format is not None:
+            io.write_atomically(plot, lambda handle: render.write_sweep_plot(result, handle,
+                                                                             plot_format))
+        if out_format is OutputFormat.TABLE:
+            _emit(render.sweep_report(result), output)
+        elif out_format is OutputFormat.CSV:
+            _emit(render.sweep_csv(result), output)
+        else:
+            _emit(render.to_json(result.to_dict()), output)
+        if not quiet and result.optimum["temperature"] is None \
+                and out_format is not OutputFormat.TABLE:
+            render.print_notes([f"no finite optimum: {result.optimum['reason']}"])
+
+
+def _parse_floats(text: str, option: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise UsageError(f"{option}: expected numbers like 0.01,0.05,0.1, got {text!r}") from None
+
+
+def _plot_format(plot: str | None) -> str | None:
+    if plot is None:
+        return None
+    suffix = Path(plot).suffix.lower().lstrip(".")
+    if suffix not in ("png", "svg"):
+        raise UsageError(f"--plot {plot}: use a .png or .svg file name")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise InfonceError("--plot needs matplotlib, which is not installed: "
+                           "pip install 'infonce-cli[plot]'") from None
+    return suffix
 
 
 @app.command()

@@ -16,8 +16,8 @@ grad (memory then grows with the graph autograd keeps).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, TypeAlias
 
@@ -82,10 +82,14 @@ class PerSampleScores:
     rank: torch.Tensor  # (N,) int64
     num_candidates: torch.Tensor  # (N,) int64
     mode: NegativeMode
+    positive_unbeaten: torch.Tensor
+    """(N,) bool: no negative scores above the positive (ties allowed), in every direction."""
     softmax_gap: torch.Tensor | None = None
     """(N, T): E_softmax[x] − x_pos, the derivative of the loss in s = 1/τ."""
     softmax_variance: torch.Tensor | None = None
     """(N, T): Var_softmax[x], the second derivative of the loss in s = 1/τ."""
+    mean_candidate_gap: torch.Tensor | None = None
+    """(N,): mean over C_i of x − x_pos, the derivative of the loss at s = 0 (τ → ∞)."""
 
 
 def negative_mode(negatives: Rows | None, in_batch: bool) -> NegativeMode:
@@ -122,28 +126,98 @@ def score_embeddings(
     ([1, 1], [2, 2])
     """
     options = options or EngineOptions()
+    passes = similarity_passes(query, positive, negatives, options)
+    return fold_passes(passes, options.temperatures, options.moments, on_rows_done)
+
+
+def similarity_passes(
+    query: Rows, positive: Rows, negatives: Rows | None, options: EngineOptions
+) -> list[SimilarityPass]:
+    """The similarity passes a computation needs: one, or two when symmetric."""
     mode = negative_mode(negatives, options.in_batch)
     if options.symmetric and mode is not NegativeMode.IN_BATCH:
         raise UsageError("--symmetric works with in-batch negatives only (leave out --neg)")
-    forward = _Direction(query, positive, negatives, mode, options).run(on_rows_done)
-    if not options.symmetric:
-        return forward
-    backward = _Direction(positive, query, None, mode, options).run(None)
-    return PerSampleScores(
+    passes = [SimilarityPass(query, positive, negatives, mode, options)]
+    if options.symmetric:
+        passes.append(SimilarityPass(positive, query, None, mode, options))
+    return passes
+
+
+def fold_passes(
+    passes: Sequence[SimilarityPass | CachedPass],
+    temperatures: Sequence[float],
+    moments: bool = False,
+    on_rows_done: Callable[[int], None] | None = None,
+) -> PerSampleScores:
+    """Fold the similarity blocks of each pass into per-sample results at the temperatures.
+
+    With two passes (symmetric), the losses and softmax moments are averaged;
+    ranks and scores are those of the first (query → positive) pass.
+    """
+    results = [
+        _fold(one, temperatures, moments, on_rows_done if index == 0 else None)
+        for index, one in enumerate(passes)
+    ]
+    if len(results) == 1:
+        return results[0]
+    forward, backward = results
+    return replace(
+        forward,
+        positive_unbeaten=forward.positive_unbeaten & backward.positive_unbeaten,
         loss=(forward.loss + backward.loss) / 2,
-        positive_score=forward.positive_score,
-        hardest_negative_score=forward.hardest_negative_score,
-        hardest_negative_index=forward.hardest_negative_index,
-        rank=forward.rank,
-        num_candidates=forward.num_candidates,
-        mode=mode,
         softmax_gap=_mean_or_none(forward.softmax_gap, backward.softmax_gap),
         softmax_variance=_mean_or_none(forward.softmax_variance, backward.softmax_variance),
+        mean_candidate_gap=_mean_or_none(forward.mean_candidate_gap,
+                                         backward.mean_candidate_gap),
     )
+
+
+def _fold(
+    source: SimilarityPass | CachedPass,
+    temperatures: Sequence[float],
+    moments: bool,
+    on_rows_done: Callable[[int], None] | None,
+) -> PerSampleScores:
+    options = source.options
+    scales = torch.tensor([1.0 / t for t in temperatures],
+                          dtype=reduction_dtype(options.dtype), device=options.device)
+    parts: list[dict[str, torch.Tensor]] = []
+    for block in source.query_blocks():
+        state = _RunningState(block.positive_score, scales, moments)
+        for scored in block.candidates:
+            state.update(scored.scores, scored.first_index)
+        parts.append(state.finish())
+        if on_rows_done is not None:
+            on_rows_done(block.stop - block.start)
+    merged = {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
+    unbeaten = merged["hardest_negative_score"] <= merged["positive_score"]
+    return PerSampleScores(mode=source.mode, positive_unbeaten=unbeaten.detach(), **merged)
 
 
 def _mean_or_none(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
     return None if a is None or b is None else (a + b) / 2
+
+
+@dataclass
+class ScoredBlock:
+    """Scores of a query block against one candidate block, ready to fold.
+
+    Excluded entries (a query's own positive in in-batch mode) are -inf, and a
+    candidate identical to the positive carries exactly the positive's score.
+    """
+
+    scores: torch.Tensor  # (B, C)
+    first_index: int  # index of column 0 in the mode's negative numbering
+
+
+@dataclass
+class QueryBlock:
+    """Rows [start, stop) of the queries, their positives' scores and their candidates."""
+
+    start: int
+    stop: int
+    positive_score: torch.Tensor  # (B,)
+    candidates: Iterable[ScoredBlock]
 
 
 @dataclass
@@ -154,8 +228,8 @@ class _CandidateBlock:
     own_column: torch.Tensor | None  # (B,) column of the query's own positive, -1 if absent
 
 
-class _Direction:
-    """One direction of the loss: queries against their candidate sets."""
+class SimilarityPass:
+    """One direction of the loss: queries against their candidate sets, block by block."""
 
     def __init__(
         self,
@@ -169,11 +243,19 @@ class _Direction:
         self.mode, self.options = mode, options
         self.n = int(query.shape[0])
         self.dim = int(query.shape[-1])
-        self.work_dtype = reduction_dtype(options.dtype)
-        self.scales = torch.tensor(
-            [1.0 / t for t in options.temperatures], dtype=self.work_dtype, device=options.device
-        )
+        self.num_scores = self.n * self._candidates_per_query()
         self.query_block, self.candidate_block = self._block_sizes()
+
+    def _candidates_per_query(self) -> int:
+        batch = min(self.options.batch_size or self.n, self.n)
+        if self.mode is NegativeMode.IN_BATCH:
+            return batch
+        negatives: Rows = self.negatives  # type: ignore[assignment]
+        if self.mode is NegativeMode.SHARED:
+            return int(negatives.shape[0])
+        if self.mode is NegativeMode.PAIRED:
+            return int(negatives.shape[1])
+        return batch * (1 + int(negatives.shape[1]))
 
     def _block_sizes(self) -> tuple[int, int]:
         budget_scores = max(self.options.max_memory // _BYTES_PER_SCORE, _MIN_BLOCK * _MIN_BLOCK)
@@ -200,16 +282,35 @@ class _Direction:
         for start in range(0, self.n, size):
             yield start, min(start + size, self.n)
 
-    def run(self, on_rows_done: Callable[[int], None] | None) -> PerSampleScores:
-        parts: list[dict[str, torch.Tensor]] = []
+    def query_blocks(self) -> Iterator[QueryBlock]:
+        """Query blocks in order; each block's candidates are computed as they are iterated."""
         for batch_start, batch_stop in self._batches():
             for start in range(batch_start, batch_stop, self.query_block):
                 stop = min(start + self.query_block, batch_stop)
-                parts.append(self._query_block(start, stop, batch_start, batch_stop))
-                if on_rows_done is not None:
-                    on_rows_done(stop - start)
-        merged = {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
-        return PerSampleScores(mode=self.mode, **merged)
+                queries = self._rows(self.query, start, stop)
+                positives = self._rows(self.positive, start, stop)
+                positive_score = paired(queries, positives.unsqueeze(1),
+                                        self.options.similarity)[:, 0]
+                candidates = self._scored_blocks(queries, positives, positive_score, start, stop,
+                                                 batch_start, batch_stop)
+                yield QueryBlock(start, stop, positive_score, candidates)
+
+    def _scored_blocks(
+        self, queries: torch.Tensor, positives: torch.Tensor, positive_score: torch.Tensor,
+        start: int, stop: int, batch_start: int, batch_stop: int,
+    ) -> Iterator[ScoredBlock]:
+        for block in self._candidate_blocks(queries, start, stop, batch_start, batch_stop):
+            scores = block.scores
+            if block.own_column is not None:
+                scores = _exclude_own_positive(scores, block.own_column)
+            scores = _tie_duplicates_of_positive(scores, positive_score, block.rows, positives)
+            yield ScoredBlock(scores, block.first_index)
+
+    def cached(self) -> CachedPass:
+        """All of this pass's scores, computed once and kept in memory."""
+        blocks = [QueryBlock(b.start, b.stop, b.positive_score, list(b.candidates))
+                  for b in self.query_blocks()]
+        return CachedPass(blocks, self.mode, self.options)
 
     def _candidate_blocks(
         self, queries: torch.Tensor, start: int, stop: int, batch_start: int, batch_stop: int
@@ -248,20 +349,17 @@ class _Direction:
             scores = pairwise(queries, rows, self.options.similarity)
             yield _CandidateBlock(scores, rows, self.n + first * per_row, None)
 
-    def _query_block(
-        self, start: int, stop: int, batch_start: int, batch_stop: int
-    ) -> dict[str, torch.Tensor]:
-        queries = self._rows(self.query, start, stop)
-        positives = self._rows(self.positive, start, stop)
-        positive_score = paired(queries, positives.unsqueeze(1), self.options.similarity)[:, 0]
-        state = _RunningState(positive_score, self.scales, self.options.moments)
-        for block in self._candidate_blocks(queries, start, stop, batch_start, batch_stop):
-            scores = block.scores
-            if block.own_column is not None:
-                scores = _exclude_own_positive(scores, block.own_column)
-            scores = _tie_duplicates_of_positive(scores, positive_score, block.rows, positives)
-            state.update(scores, block.first_index)
-        return state.finish()
+
+@dataclass
+class CachedPass:
+    """A similarity pass whose score blocks are all in memory, to fold again cheaply."""
+
+    blocks: list[QueryBlock]
+    mode: NegativeMode
+    options: EngineOptions
+
+    def query_blocks(self) -> Iterator[QueryBlock]:
+        return iter(self.blocks)
 
 
 def _exclude_own_positive(scores: torch.Tensor, own_column: torch.Tensor) -> torch.Tensor:
@@ -323,9 +421,11 @@ class _RunningState:
         self.sums = torch.exp((positive_score - self.maximum)[:, None] * scales)
         self.first_moment: torch.Tensor | None = None
         self.second_moment: torch.Tensor | None = None
+        self.gap_sum: torch.Tensor | None = None
         if moments:
             self.first_moment = torch.zeros_like(self.sums)
             self.second_moment = torch.zeros_like(self.sums)
+            self.gap_sum = torch.zeros_like(positive_score)
         self.at_or_above = torch.zeros(rows, dtype=torch.int64, device=device)
         self.num_candidates = torch.ones(rows, dtype=torch.int64, device=device)
         self.hardest_score = torch.full((rows,), -math.inf, dtype=dtype, device=device)
@@ -347,20 +447,14 @@ class _RunningState:
         self.maximum = new_maximum
         shifted = scores - new_maximum[:, None]
         gap = None
-        if self.first_moment is not None:
+        if self.gap_sum is not None:
             gap = (scores - self.positive_score[:, None]).masked_fill(~present, 0.0)
-        sums, firsts, seconds = [], [], []
-        for scale in self.scales.unbind():
-            weights = torch.exp(shifted * scale)
-            sums.append(weights.sum(dim=1))
-            if gap is not None:
-                weighted_gap = weights * gap
-                firsts.append(weighted_gap.sum(dim=1))
-                seconds.append((weighted_gap * gap).sum(dim=1))
-        self.sums = self.sums * rescale + torch.stack(sums, dim=1)
+            self.gap_sum = self.gap_sum + gap.sum(dim=1)
+        sums, firsts, seconds = _exp_sums(shifted, gap, self.scales)
+        self.sums = self.sums * rescale + sums
         if self.first_moment is not None and self.second_moment is not None:
-            self.first_moment = self.first_moment * rescale + torch.stack(firsts, dim=1)
-            self.second_moment = self.second_moment * rescale + torch.stack(seconds, dim=1)
+            self.first_moment = self.first_moment * rescale + firsts
+            self.second_moment = self.second_moment * rescale + seconds
 
     def finish(self) -> dict[str, torch.Tensor]:
         log_sum = torch.log(self.sums) + self.maximum[:, None] * self.scales
@@ -378,5 +472,42 @@ class _RunningState:
             result["softmax_gap"] = mean_gap
             variance = self.second_moment / self.sums - mean_gap.square()
             result["softmax_variance"] = variance.clamp_min(0)
+        if self.gap_sum is not None:
+            result["mean_candidate_gap"] = self.gap_sum / self.num_candidates
         return result
 
+
+
+_CACHE_SCORES = 2**18
+"""Scores per chunk of the temperature loop: small enough to stay in the CPU's cache."""
+
+
+def _exp_sums(
+    shifted: torch.Tensor, gap: torch.Tensor | None, scales: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per row and scale s: Σ exp(s·shifted), and with ``gap`` Σ w·gap and Σ w·gap².
+
+    With many temperatures the block is walked in row chunks that stay in
+    cache, so each score is read from memory once, not once per temperature.
+    """
+    rows = shifted.shape[0]
+    chunk = rows if scales.shape[0] == 1 else max(1, _CACHE_SCORES // max(1, shifted.shape[1]))
+    parts: tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]] = ([], [], [])
+    for start in range(0, rows, chunk):
+        piece = shifted[start:start + chunk]
+        piece_gap = None if gap is None else gap[start:start + chunk]
+        sums, firsts, seconds = [], [], []
+        for scale in scales.unbind():
+            weights = torch.exp(piece * scale)
+            sums.append(weights.sum(dim=1))
+            if piece_gap is not None:
+                weighted_gap = weights * piece_gap
+                firsts.append(weighted_gap.sum(dim=1))
+                seconds.append((weighted_gap * piece_gap).sum(dim=1))
+        parts[0].append(torch.stack(sums, dim=1))
+        if piece_gap is not None:
+            parts[1].append(torch.stack(firsts, dim=1))
+            parts[2].append(torch.stack(seconds, dim=1))
+    empty = torch.empty(0)
+    return (torch.cat(parts[0]), torch.cat(parts[1]) if parts[1] else empty,
+            torch.cat(parts[2]) if parts[2] else empty)

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-from rich.console import Console
+from rich.console import Console, Group
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -29,8 +29,9 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
-from .results import ScoreResult
+from .results import ScoreResult, SweepResult
 
 stderr_console = Console(stderr=True, highlight=False)
 
@@ -228,3 +229,101 @@ class _Progress:
 def progress(total: int, enabled: bool) -> _Progress:
     """A context manager yielding ``advance(rows)``; silent unless ``enabled``."""
     return _Progress(total, enabled)
+
+
+# ---------------------------------------------------------------- sweeps
+
+
+def sweep_table(result: SweepResult) -> Table:
+    """The loss at each grid temperature, the best grid row in bold."""
+    run = result.run
+    table = Table(title=f"{run.n} pairs · {run.negatives} · {run.similarity} · "
+                        f"{len(result.rows)} temperatures", title_justify="left")
+    for name in ("τ", "loss mean", "loss std", "MI bound (nats)"):
+        table.add_column(name, justify="right")
+    for row in result.rows:
+        style = "bold" if row is result.best_grid else None
+        table.add_row(f"{row.temperature:.4g}", _fmt(row.loss_mean), _fmt(row.loss_std),
+                      _fmt(row.mi_lower_bound_nats), style=style)
+    return table
+
+
+def sweep_summary(result: SweepResult) -> str:
+    """One line: the optimum (or why there is none), the best grid point and the ranks."""
+    optimum = result.optimum
+    ranks = (f"accuracy@1 {result.retrieval.accuracy_at_1:.4f} · "
+             f"MRR {result.retrieval.mrr:.4f}")
+    if optimum["temperature"] is None:
+        return f"no finite optimum: {optimum['reason']} · {ranks}"
+    state = "" if optimum["converged"] else " (not converged)"
+    return (f"optimum τ = {optimum['temperature']:.6g}, mean loss "
+            f"{optimum['loss_mean']:.6f}{state} · best grid τ = "
+            f"{result.best_grid.temperature:.4g} · {ranks}")
+
+
+def sweep_text_plot(result: SweepResult, width: int = 64, height: int = 14) -> str:
+    """Loss against τ on a log axis, in characters; ▲ marks the optimum when it is in range."""
+    temperatures = np.log10([row.temperature for row in result.rows])
+    losses = np.array([row.loss_mean for row in result.rows])
+    low, high = float(losses.min()), float(losses.max())
+    span_x = max(float(temperatures[-1] - temperatures[0]), 1e-12)
+    span_y = max(high - low, 1e-12)
+    grid = [[" "] * width for _ in range(height)]
+    for x, y in zip(temperatures, losses, strict=True):
+        column = round((x - temperatures[0]) / span_x * (width - 1))
+        line = round((high - y) / span_y * (height - 1))
+        grid[line][column] = "•"
+    marker = ""
+    optimum = result.optimum.get("temperature")
+    if optimum is not None:
+        x = (math.log10(optimum) - temperatures[0]) / span_x
+        if 0 <= x <= 1:
+            grid[-1][round(x * (width - 1))] = "▲"
+            marker = f"   ▲ optimum τ = {optimum:.4g}"
+    lines = [f"{high:8.3f} ┤" + "".join(grid[0])]
+    lines += ["         │" + "".join(row) for row in grid[1:-1]]
+    lines += [f"{low:8.3f} ┤" + "".join(grid[-1])]
+    lines.append("         └" + "─" * width)
+    left, right = f"τ = {result.rows[0].temperature:.3g}", f"{result.rows[-1].temperature:.3g}"
+    lines.append("          " + left + " " * max(1, width - len(left) - len(right)) + right)
+    lines.append("          mean loss against τ (log scale)" + marker)
+    return "\n".join(lines)
+
+
+def write_sweep_plot(result: SweepResult, handle: IO[bytes], file_format: str) -> None:
+    """A matplotlib figure of mean loss against τ (log axis) with the optimum marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.2), dpi=120)
+    temperatures = [row.temperature for row in result.rows]
+    losses = [row.loss_mean for row in result.rows]
+    axes.plot(temperatures, losses, marker="o", markersize=3, label="mean loss")
+    optimum = result.optimum
+    if optimum["temperature"] is not None:
+        axes.axvline(optimum["temperature"], color="tab:red", linestyle="--", linewidth=1)
+        axes.plot([optimum["temperature"]], [optimum["loss_mean"]], "v", color="tab:red",
+                  label=f"optimum τ = {optimum['temperature']:.4g}")
+    else:
+        axes.set_title(f"no finite optimum: {optimum['reason']}", fontsize=8)
+    axes.set_xscale("log")
+    axes.set_xlabel("temperature τ")
+    axes.set_ylabel("mean InfoNCE loss (nats)")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(handle, format=file_format)
+    plt.close(figure)
+
+
+def sweep_report(result: SweepResult) -> Group:
+    """The table, the optimum line and the text plot, as one renderable."""
+    return Group(sweep_table(result), Text(sweep_summary(result)), Text(""),
+                 Text(sweep_text_plot(result)))
+
+
+def sweep_csv(result: SweepResult) -> str:
+    """One CSV line per grid temperature."""
+    return to_csv([row.to_dict() for row in result.rows])

@@ -117,3 +117,49 @@ class ScoreResult:
 
 
 _LN2 = 0.6931471805599453
+
+
+@dataclass(frozen=True)
+class SweepRow:
+    """The loss at one grid temperature."""
+
+    temperature: float
+    loss_mean: float
+    loss_std: float
+    mi_lower_bound_nats: float
+
+    def to_dict(self) -> dict[str, float]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """The result of ``infonce sweep-temperature``.
+
+    ``optimum`` is {temperature, loss_mean, converged, gradient, passes}, or
+    {temperature: None, reason, passes} when there is no finite optimum.
+    """
+
+    run: RunInfo
+    rows: tuple[SweepRow, ...]
+    best_grid: SweepRow
+    optimum: dict[str, Any]
+    retrieval: RetrievalMetrics
+    num_candidates_min: int
+    num_candidates_max: int
+
+    def to_dict(self) -> dict[str, Any]:
+        run = self.run.to_dict()
+        out: dict[str, Any] = {
+            "rows": [row.to_dict() for row in self.rows],
+            "best_grid": {"temperature": self.best_grid.temperature,
+                          "loss_mean": self.best_grid.loss_mean},
+            "optimum": dict(self.optimum),
+            **self.retrieval.to_dict(),
+            "n": run.pop("n"),
+            "num_candidates": {"min": self.num_candidates_min, "max": self.num_candidates_max},
+            "similarity": run.pop("similarity"),
+            "negatives": run.pop("negatives"),
+        }
+        out.update(run)
+        return out

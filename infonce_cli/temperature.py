@@ -1,0 +1,288 @@
+"""Temperature sweeps: the loss at every grid temperature from one similarity pass, and the
+exact loss-minimising temperature.
+
+With s = 1/τ, the mean loss is convex in s: its derivative is the mean over
+queries of E_softmax[x] − x_pos and its second derivative the mean softmax
+variance of the similarities, which is ≥ 0. So the optimum is found by
+bracketing on the grid (extending past its edges by doubling or halving s) and
+shrinking the bracket with Newton-like steps, each pass evaluating the
+derivatives at a few points at once. When the scores fit the memory budget they
+are computed once and kept, so later passes only redo the exponentials.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .engine import (
+    CachedPass,
+    EngineOptions,
+    PerSampleScores,
+    Rows,
+    SimilarityPass,
+    fold_passes,
+    similarity_passes,
+)
+from .errors import InfonceError, UsageError
+
+DEFAULT_GRID = (0.01, 1.0, 50)
+RELATIVE_PRECISION = 1e-6
+"""The fitted τ is within this relative distance of the true optimum when converged."""
+MAX_REFINE_PASSES = 12
+_EXTEND_STEPS = 8
+"""Doublings (or halvings) of s tried per pass when the optimum lies beyond the grid."""
+_SCORE_BYTES = 4
+
+NO_OPTIMUM_COLD = ("every positive scores at or above all of its negatives, so the loss "
+                   "keeps falling as τ → 0: there is no finite optimum")
+NO_OPTIMUM_HOT = ("the positives score at or below their average candidate, so the loss "
+                  "keeps falling as τ → ∞: there is no finite optimum")
+
+
+def temperature_grid(
+    minimum: float, maximum: float, steps: int, spacing: str = "log"
+) -> tuple[float, ...]:
+    """Grid temperatures from ``minimum`` to ``maximum`` inclusive.
+
+    >>> temperature_grid(0.01, 1.0, 3)
+    (0.01, 0.1, 1.0)
+    >>> temperature_grid(0.1, 0.3, 3, "linear")
+    (0.1, 0.2, 0.3)
+    """
+    if not (minimum > 0 and math.isfinite(minimum) and math.isfinite(maximum)):
+        raise UsageError(f"--min must be a finite number > 0, got {minimum:g}")
+    if not minimum < maximum:
+        raise UsageError(f"--min ({minimum:g}) must be below --max ({maximum:g})")
+    if steps < 2:
+        raise UsageError(f"--steps must be at least 2, got {steps}")
+    if spacing == "log":
+        values = np.geomspace(minimum, maximum, steps)
+    elif spacing == "linear":
+        values = np.linspace(minimum, maximum, steps)
+    else:
+        raise UsageError(f"--spacing must be log or linear, got {spacing!r}")
+    values[0], values[-1] = minimum, maximum
+    return tuple(round(float(v), 12) for v in values)
+
+
+def check_temperatures(temperatures: Sequence[float]) -> tuple[float, ...]:
+    """Sorted, distinct temperatures, each finite and > 0."""
+    if not temperatures:
+        raise UsageError("--temperatures: give at least one temperature")
+    for t in temperatures:
+        if not (t > 0 and math.isfinite(t)):
+            raise UsageError(f"--temperatures: every temperature must be > 0, got {t:g}")
+    return tuple(sorted(set(temperatures)))
+
+
+@dataclass(frozen=True)
+class Optimum:
+    """The loss-minimising temperature, or why there is none."""
+
+    temperature: float | None
+    loss_mean: float | None
+    converged: bool
+    reason: str | None = None
+    gradient: float | None = None
+    """d(mean loss)/ds at the optimum: ≈ 0 (the first-order condition)."""
+    passes: int = 0
+    """Extra passes over the scores the fit took after the grid."""
+
+    def to_dict(self) -> dict[str, object]:
+        if self.temperature is None:
+            return {"temperature": None, "reason": self.reason, "passes": self.passes}
+        return {"temperature": self.temperature, "loss_mean": self.loss_mean,
+                "converged": self.converged, "gradient": self.gradient, "passes": self.passes}
+
+
+@dataclass(frozen=True)
+class SweepScores:
+    """Per-sample scores over the grid, and the fitted optimum."""
+
+    grid: PerSampleScores
+    temperatures: tuple[float, ...]
+    optimum: Optimum
+
+
+def prepare_passes(
+    query: Rows, positive: Rows, negatives: Rows | None, options: EngineOptions
+) -> list[SimilarityPass | CachedPass]:
+    """Similarity passes, kept in memory when all their scores fit the memory budget."""
+    passes = similarity_passes(query, positive, negatives, options)
+    if sum(p.num_scores for p in passes) * _SCORE_BYTES <= options.max_memory:
+        return [p.cached() for p in passes]
+    return list(passes)
+
+
+def sweep_embeddings(
+    query: Rows,
+    positive: Rows,
+    negatives: Rows | None,
+    temperatures: Sequence[float],
+    options: EngineOptions | None = None,
+    on_rows_done: Callable[[int], None] | None = None,
+) -> SweepScores:
+    """Losses at every temperature from one similarity pass, and the exact optimum.
+
+    >>> rng = np.random.default_rng(0)
+    >>> q = rng.normal(size=(64, 8)).astype("float32")
+    >>> out = sweep_embeddings(q, q + rng.normal(size=(64, 8)).astype("float32"), None,
+    ...                        (0.1, 0.5, 1.0))
+    >>> out.grid.loss.shape, out.optimum.converged
+    (torch.Size([64, 3]), True)
+    """
+    options = options or EngineOptions()
+    temperatures = check_temperatures(temperatures)
+    passes = prepare_passes(query, positive, negatives, options)
+    grid = fold_passes(passes, temperatures, on_rows_done=on_rows_done)
+    grid_loss = grid.loss.detach().double().mean(dim=0).tolist()
+    optimum = fit_temperature(passes, temperatures, grid_loss, grid.positive_unbeaten)
+    return SweepScores(grid, temperatures, optimum)
+
+
+def score_at_optimum(
+    query: Rows,
+    positive: Rows,
+    negatives: Rows | None,
+    options: EngineOptions | None = None,
+    on_rows_done: Callable[[int], None] | None = None,
+) -> tuple[float, PerSampleScores]:
+    """Fit the loss-minimising temperature (from the default grid), and score at it.
+
+    Raises ``InfonceError`` when there is no finite optimum.
+    """
+    options = options or EngineOptions()
+    temperatures = temperature_grid(*DEFAULT_GRID)
+    passes = prepare_passes(query, positive, negatives, options)
+    grid = fold_passes(passes, temperatures, on_rows_done=on_rows_done)
+    grid_loss = grid.loss.detach().double().mean(dim=0).tolist()
+    optimum = fit_temperature(passes, temperatures, grid_loss, grid.positive_unbeaten)
+    if optimum.temperature is None:
+        raise InfonceError(f"--temperature auto: {optimum.reason}; give a temperature instead")
+    return optimum.temperature, fold_passes(passes, [optimum.temperature])
+
+
+@dataclass(frozen=True)
+class _Point:
+    scale: float  # s = 1/τ
+    loss: float
+    slope: float  # d loss / ds
+    curvature: float  # d² loss / ds²
+
+
+def fit_temperature(
+    passes: Sequence[SimilarityPass | CachedPass],
+    temperatures: Sequence[float],
+    grid_loss: Sequence[float],
+    positive_unbeaten: torch.Tensor,
+) -> Optimum:
+    """The exact minimiser of the mean loss over all τ > 0, starting from a grid's losses."""
+    if bool(positive_unbeaten.all()):
+        return Optimum(None, None, False, NO_OPTIMUM_COLD)
+    scales = [1.0 / t for t in temperatures]
+    best = int(np.argmin(grid_loss))
+    # The grid is sorted by τ, so its scales run downwards.
+    lower = scales[best + 1] if best + 1 < len(scales) else None  # smaller s, larger τ
+    upper = scales[best - 1] if best > 0 else None  # larger s, smaller τ
+    estimate = _parabola_vertex(scales, grid_loss, best)
+    known: list[_Point] = []
+    for passes_done in range(1, MAX_REFINE_PASSES + 1):
+        smallest = min([p.scale for p in known] + scales)
+        largest = max([p.scale for p in known] + scales)
+        if lower is None:
+            probes = [smallest / 2**j for j in range(1, _EXTEND_STEPS + 1)]
+        elif upper is None:
+            probes = [largest * 2**j for j in range(1, _EXTEND_STEPS + 1)]
+        else:
+            probes = _refinement_probes(lower, upper, estimate)
+        seen = {p.scale for p in known}
+        probes = sorted({*probes, *(b for b in (lower, upper) if b is not None and b not in seen)})
+        result = fold_passes(passes, [1.0 / s for s in probes], moments=True)
+        assert result.mean_candidate_gap is not None
+        if float(result.mean_candidate_gap.double().mean()) >= 0:
+            return Optimum(None, None, False, NO_OPTIMUM_HOT, passes=passes_done)
+        known.extend(_points(result, probes))
+        known.sort(key=lambda p: p.scale)
+        below = [p for p in known if p.slope < 0]
+        above = [p for p in known if p.slope > 0]
+        exact = [p for p in known if p.slope == 0]
+        if exact:
+            return _optimum(exact[0], True, passes_done)
+        if below and (lower is None or below[-1].scale > lower):
+            lower = below[-1].scale
+        if above and (upper is None or above[0].scale < upper):
+            upper = above[0].scale
+        if lower is None or upper is None:
+            continue
+        left = next(p for p in known if p.scale == lower)
+        right = next(p for p in known if p.scale == upper)
+        closest = min((left, right), key=lambda p: abs(p.slope))
+        if (upper - lower) <= RELATIVE_PRECISION * lower:
+            return _optimum(closest, True, passes_done)
+        estimate = _hermite_root(left, right)
+    closest = min(known, key=lambda p: abs(p.slope))
+    return _optimum(closest, False, MAX_REFINE_PASSES)
+
+
+def _optimum(point: _Point, converged: bool, passes: int) -> Optimum:
+    return Optimum(1.0 / point.scale, point.loss, converged, gradient=point.slope, passes=passes)
+
+
+def _points(result: PerSampleScores, probes: Sequence[float]) -> list[_Point]:
+    assert result.softmax_gap is not None
+    assert result.softmax_variance is not None
+    loss = result.loss.detach().double().mean(dim=0).tolist()
+    slope = result.softmax_gap.detach().double().mean(dim=0).tolist()
+    curvature = result.softmax_variance.detach().double().mean(dim=0).tolist()
+    return [_Point(s, lo, g, c) for s, lo, g, c in zip(probes, loss, slope, curvature,
+                                                        strict=True)]
+
+
+def _refinement_probes(lower: float, upper: float, estimate: float | None) -> list[float]:
+    """Points inside (lower, upper): a tight cluster around the estimate, plus a coarse spread
+    across the bracket in case the estimate is off."""
+    if estimate is None or not lower < estimate < upper:
+        estimate = math.sqrt(lower * upper)
+    width = (upper - lower) / estimate
+    if width < 1e-3:
+        spread = [lower + (upper - lower) * f for f in (0.25, 0.75)]
+        tight = [estimate * (1 + d * RELATIVE_PRECISION / 4) for d in (-1, 1)]
+    else:
+        spread = [lower + (upper - lower) * f for f in (1 / 6, 2 / 6, 3 / 6, 4 / 6, 5 / 6)]
+        tight = [estimate * (1 + d * width * 1e-3) for d in (-1, 1)]
+    probes = {p for p in [*spread, estimate, *tight] if lower < p < upper}
+    return sorted(probes)
+
+
+def _parabola_vertex(scales: Sequence[float], loss: Sequence[float], best: int) -> float | None:
+    if not 0 < best < len(scales) - 1:
+        return None
+    x = np.array(scales[best - 1:best + 2])
+    y = np.array(loss[best - 1:best + 2])
+    a, b, _ = np.polyfit(x, y, 2)
+    return float(-b / (2 * a)) if a > 0 else None
+
+
+def _hermite_root(left: _Point, right: _Point) -> float:
+    """Root of the cubic matching the slope and curvature at both ends of a bracket."""
+    h = right.scale - left.scale
+
+    def slope(t: float) -> float:  # cubic Hermite interpolation of the slope, t in [0, 1]
+        h00, h10 = 2 * t**3 - 3 * t**2 + 1, t**3 - 2 * t**2 + t
+        h01, h11 = -2 * t**3 + 3 * t**2, t**3 - t**2
+        return (h00 * left.slope + h10 * h * left.curvature + h01 * right.slope
+                + h11 * h * right.curvature)
+
+    low, high = 0.0, 1.0
+    for _ in range(60):
+        middle = (low + high) / 2
+        if slope(middle) < 0:
+            low = middle
+        else:
+            high = middle
+    return left.scale + h * (low + high) / 2

@@ -1,0 +1,225 @@
+"""Temperature sweeps: grid values, the exact optimum, and the sweep-temperature command."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from info_nce import InfoNCE
+from typer.testing import CliRunner
+
+from infonce_cli.cli import app
+from infonce_cli.engine import EngineOptions, score_embeddings
+from infonce_cli.temperature import (
+    NO_OPTIMUM_COLD,
+    NO_OPTIMUM_HOT,
+    sweep_embeddings,
+    temperature_grid,
+)
+
+from .test_cli import data  # noqa: F401  (fixture)
+
+SWEEP_KEYS = {"rows", "best_grid", "optimum", "accuracy_at_1", "mrr", "n", "similarity",
+              "negatives", "seconds"}
+
+
+def _reference_first_order_gap(query, candidates, positive_index, temperature):
+    """mean_i(E_softmax[x_i·] − x_i,pos) in float64 over explicit (N, C) similarity matrices."""
+    q = query / np.linalg.norm(query, axis=1, keepdims=True)
+    c = candidates / np.linalg.norm(candidates, axis=-1, keepdims=True)
+    scores = q.astype(np.float64) @ c.astype(np.float64).T
+    logits = scores / temperature
+    weights = np.exp(logits - logits.max(axis=1, keepdims=True))
+    weights /= weights.sum(axis=1, keepdims=True)
+    expected = (weights * scores).sum(axis=1)
+    return float((expected - scores[np.arange(len(q)), positive_index]).mean())
+
+
+@pytest.mark.parametrize("negatives_key", [None, "paired", "shared"])
+def test_grid_values_match_score_and_info_nce_pytorch(real_data, negatives_key):
+    rows = slice(0, 300)
+    query, positive = real_data["query"][rows], real_data["positive"][rows]
+    negatives = None if negatives_key is None else real_data[negatives_key][
+        rows if negatives_key == "paired" else slice(0, 500)]
+    grid = temperature_grid(0.01, 1.0, 7)
+    swept = sweep_embeddings(query, positive, negatives, grid)
+    mode = "paired" if negatives_key == "paired" else "unpaired"
+    for index, temperature in enumerate(grid):
+        single = score_embeddings(query, positive, negatives,
+                                  EngineOptions(temperatures=(temperature,))).loss[:, 0]
+        np.testing.assert_allclose(swept.grid.loss[:, index].numpy(), single.numpy(),
+                                   rtol=1e-6, atol=1e-6)
+        oracle = InfoNCE(temperature=temperature, reduction="none", negative_mode=mode)(
+            torch.from_numpy(query), torch.from_numpy(positive),
+            None if negatives is None else torch.from_numpy(negatives))
+        # Float32 rounding of the similarities is scaled by 1/τ in the logits.
+        tolerance = 1e-5 * max(1.0, 0.05 / temperature)
+        torch.testing.assert_close(swept.grid.loss[:, index], oracle, rtol=tolerance,
+                                   atol=tolerance)
+
+
+def test_optimum_matches_a_fine_brute_force_grid_and_the_first_order_condition(real_data):
+    query, positive = real_data["query"][:400], real_data["positive"][:400]
+    swept = sweep_embeddings(query, positive, None, temperature_grid(0.01, 1.0, 20))
+    optimum = swept.optimum
+    assert optimum.converged
+    fine = np.geomspace(optimum.temperature / 1.05, optimum.temperature * 1.05, 201)
+    losses = score_embeddings(query, positive, options=EngineOptions(
+        temperatures=tuple(fine))).loss.double().mean(dim=0).numpy()
+    assert abs(fine[np.argmin(losses)] / optimum.temperature - 1) < 5e-4  # grid step 4.9e-4
+    assert optimum.loss_mean <= losses.min() + 1e-7
+    gap = _reference_first_order_gap(query, positive, np.arange(400), optimum.temperature)
+    assert abs(gap) < 1e-6
+    # Either side of the optimum the slope in s = 1/τ changes sign.
+    assert _reference_first_order_gap(query, positive, np.arange(400),
+                                      optimum.temperature * 1.001) < 0
+    assert _reference_first_order_gap(query, positive, np.arange(400),
+                                      optimum.temperature / 1.001) > 0
+
+
+@pytest.mark.parametrize("grid", [(0.5, 0.8, 1.0), (0.001, 0.002, 0.004)])
+def test_optimum_beyond_the_grid_is_found(real_data, grid):
+    query, positive = real_data["query"][:200], real_data["positive"][:200]
+    inside = sweep_embeddings(query, positive, None, temperature_grid(0.01, 1.0, 30)).optimum
+    outside = sweep_embeddings(query, positive, None, grid).optimum
+    assert outside.converged
+    assert outside.temperature == pytest.approx(inside.temperature, rel=2e-6)
+
+
+def test_cached_and_streamed_passes_agree(real_data):
+    args = (real_data["query"][:300], real_data["positive"][:300], real_data["paired"][:300])
+    grid = temperature_grid(0.01, 1.0, 9)
+    cached = sweep_embeddings(*args, grid, EngineOptions(max_memory=2**30))
+    streamed = sweep_embeddings(*args, grid, EngineOptions(max_memory=2**12))
+    np.testing.assert_allclose(cached.grid.loss.numpy(), streamed.grid.loss.numpy(), rtol=1e-6)
+    assert cached.optimum.temperature == pytest.approx(streamed.optimum.temperature, rel=2e-6)
+
+
+def test_no_finite_optimum_when_every_positive_wins(rng):
+    query = rng.normal(size=(50, 16)).astype(np.float32)
+    optimum = sweep_embeddings(query, query, None, (0.1, 1.0)).optimum
+    assert optimum.temperature is None
+    assert optimum.reason == NO_OPTIMUM_COLD
+
+
+def test_no_finite_optimum_when_positives_lose_to_the_average(rng):
+    query = rng.normal(size=(50, 16)).astype(np.float32)
+    optimum = sweep_embeddings(query, -query, None, (0.1, 1.0)).optimum
+    assert optimum.temperature is None
+    assert optimum.reason == NO_OPTIMUM_HOT
+
+
+def test_symmetric_sweep_matches_symmetric_score(real_data):
+    query, positive = real_data["query"][:200], real_data["positive"][:200]
+    swept = sweep_embeddings(query, positive, None, (0.05, 0.2), EngineOptions(symmetric=True))
+    single = score_embeddings(query, positive, options=EngineOptions(temperatures=(0.2,),
+                                                                     symmetric=True))
+    np.testing.assert_allclose(swept.grid.loss[:, 1].numpy(), single.loss[:, 0].numpy(),
+                               rtol=1e-6)
+    assert swept.optimum.converged
+
+
+def run(*args):
+    return CliRunner().invoke(app, list(args))
+
+
+BASE = ("-q", "queries.npy", "-p", "positives.npy")
+
+
+def test_sweep_command_json(data):  # noqa: F811
+    result = run("sweep-temperature", *BASE, "--steps", "12", "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out.keys() >= SWEEP_KEYS
+    assert len(out["rows"]) == 12
+    assert set(out["rows"][0]) == {"temperature", "loss_mean", "loss_std", "mi_lower_bound_nats"}
+    assert out["rows"][0]["temperature"] == 0.01
+    assert out["rows"][-1]["temperature"] == 1.0
+    best = min(out["rows"], key=lambda row: row["loss_mean"])
+    assert out["best_grid"] == {"temperature": best["temperature"], "loss_mean": best["loss_mean"]}
+    assert out["optimum"]["converged"] is True
+    assert out["optimum"]["loss_mean"] <= best["loss_mean"]
+    score = json.loads(run("score", *BASE, "-t", str(out["rows"][3]["temperature"]),
+                           "--format", "json").stdout)
+    assert score["loss"]["mean"] == pytest.approx(out["rows"][3]["loss_mean"], rel=1e-6)
+    assert score["accuracy_at_1"] == out["accuracy_at_1"]
+
+
+def test_explicit_temperatures_and_csv(data):  # noqa: F811
+    result = run("sweep-temperature", *BASE, "--temperatures", "0.1,0.02,0.05", "-f", "csv")
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert lines[0] == "temperature,loss_mean,loss_std,mi_lower_bound_nats"
+    assert [float(line.split(",")[0]) for line in lines[1:]] == [0.02, 0.05, 0.1]
+
+
+def test_linear_grid(data):  # noqa: F811
+    out = json.loads(run("sweep-temperature", *BASE, "--min", "0.1", "--max", "0.3", "--steps",
+                         "3", "--spacing", "linear", "-f", "json").stdout)
+    assert [row["temperature"] for row in out["rows"]] == [0.1, 0.2, 0.3]
+
+
+def test_score_with_fitted_temperature(data):  # noqa: F811
+    sweep = json.loads(run("sweep-temperature", *BASE, "-f", "json").stdout)
+    fitted = json.loads(run("score", *BASE, "-t", "auto", "-f", "json").stdout)
+    assert fitted["temperature_fitted"] is True
+    assert fitted["temperature"] == pytest.approx(sweep["optimum"]["temperature"], rel=2e-6)
+    assert fitted["loss"]["mean"] == pytest.approx(sweep["optimum"]["loss_mean"], rel=1e-6)
+
+
+def test_auto_temperature_without_optimum_is_an_error(data):  # noqa: F811
+    result = run("score", "-q", "queries.npy", "-p", "queries.npy", "-t", "auto")
+    assert result.exit_code == 1
+    assert result.stderr == (f"error: --temperature auto: {NO_OPTIMUM_COLD}; "
+                             "give a temperature instead\n")
+
+
+def test_no_optimum_in_json(data):  # noqa: F811
+    out = json.loads(run("sweep-temperature", "-q", "queries.npy", "-p", "queries.npy",
+                         "--steps", "3", "-f", "json", "--quiet").stdout)
+    assert out["optimum"] == {"temperature": None, "reason": NO_OPTIMUM_COLD, "passes": 0}
+
+
+@pytest.mark.parametrize("suffix", ["png", "svg"])
+def test_plot_file(data, suffix):  # noqa: F811
+    result = run("sweep-temperature", *BASE, "--steps", "8", "--plot", f"curve.{suffix}",
+                 "-f", "json")
+    assert result.exit_code == 0
+    content = (data / f"curve.{suffix}").read_bytes()
+    assert content.startswith(b"\x89PNG") if suffix == "png" else b"<svg" in content[:2000]
+
+
+def test_table_has_plot_and_optimum(data):  # noqa: F811
+    result = run("sweep-temperature", *BASE, "--steps", "8", "-f", "table")
+    assert result.exit_code == 0
+    assert "optimum τ = " in result.stdout
+    assert "mean loss against τ (log scale)" in result.stdout
+
+
+@pytest.mark.parametrize(("args", "line"), [
+    (("--min", "0"), "error: --min must be a finite number > 0, got 0"),
+    (("--min", "0.5", "--max", "0.1"), "error: --min (0.5) must be below --max (0.1)"),
+    (("--steps", "1"), "error: --steps must be at least 2, got 1"),
+    (("--temperatures", "0.1,-1"), "error: --temperatures: every temperature must be > 0, got -1"),
+    (("--temperatures", "a,b"),
+     "error: --temperatures: expected numbers like 0.01,0.05,0.1, got 'a,b'"),
+    (("--plot", "curve.pdf"), "error: --plot curve.pdf: use a .png or .svg file name"),
+])
+def test_bad_grids(data, args, line):  # noqa: F811
+    result = run("sweep-temperature", *BASE, *args)
+    assert result.exit_code == 2
+    assert result.stderr == line + "\n"
+    assert not any(p.name.startswith("curve") for p in data.iterdir())
+
+
+def test_grid_helper_is_exact_at_the_ends():
+    grid = temperature_grid(0.01, 1.0, 50)
+    assert grid[0] == 0.01
+    assert grid[-1] == 1.0
+    assert len(grid) == 50
+    ratios = np.array(grid[1:]) / np.array(grid[:-1])
+    np.testing.assert_allclose(ratios, 100 ** (1 / 49), rtol=1e-9)
+    assert math.isclose(grid[1], 0.01 * 100 ** (1 / 49), rel_tol=1e-9)
