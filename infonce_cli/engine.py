@@ -35,7 +35,10 @@ DEFAULT_MAX_MEMORY = 512 * 2**20
 _BYTES_PER_SCORE = 24
 """Working bytes per score in a block: the scores and the temporaries built from them."""
 
-_QUERY_BLOCK = 1024
+_QUERY_BLOCK = 512
+_CANDIDATE_BLOCK = 2048
+_BLOCK_BYTES = 64 * 2**20
+"""Blocks of about 512 × 2048 scores keep the elementwise work in the CPU's cache."""
 _MIN_BLOCK = 64
 
 
@@ -185,7 +188,7 @@ def _fold(
     for block in source.query_blocks():
         state = _RunningState(block.positive_score, scales, moments)
         for scored in block.candidates:
-            state.update(scored.scores, scored.first_index)
+            state.update(scored)
         parts.append(state.finish())
         if on_rows_done is not None:
             on_rows_done(block.stop - block.start)
@@ -202,12 +205,14 @@ def _mean_or_none(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tenso
 class ScoredBlock:
     """Scores of a query block against one candidate block, ready to fold.
 
-    Excluded entries (a query's own positive in in-batch mode) are -inf, and a
-    candidate identical to the positive carries exactly the positive's score.
+    ``excluded`` lists the (row, column) entries that are not candidates (a
+    query's own positive among the in-batch positives): their scores are -inf.
+    A candidate identical to the positive carries exactly the positive's score.
     """
 
     scores: torch.Tensor  # (B, C)
     first_index: int  # index of column 0 in the mode's negative numbering
+    excluded: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 @dataclass
@@ -221,11 +226,26 @@ class QueryBlock:
 
 
 @dataclass
-class _CandidateBlock:
-    scores: torch.Tensor  # (B, C)
-    rows: torch.Tensor  # prepared candidate rows, (C, d) or (B, C, d) when paired
-    first_index: int  # index of column 0 in the mode's negative numbering
-    own_column: torch.Tensor | None  # (B,) column of the query's own positive, -1 if absent
+class _Rows:
+    """A block of input rows: as given (in the compute dtype), prepared for scoring, and an
+    exact fingerprint of each row's bits, for finding copies of the positive."""
+
+    raw: torch.Tensor
+    prepared: torch.Tensor
+    fingerprint: torch.Tensor  # int64 per row
+
+
+_INT_VIEW = {2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def _fingerprint(rows: torch.Tensor) -> torch.Tensor:
+    """An integer hash of each row's bits: equal rows always get equal fingerprints, in any
+    order of summation (integer sums are exact)."""
+    dim = rows.shape[-1]
+    generator = torch.Generator().manual_seed(dim)
+    weights = torch.randint(1, 2**20, (dim,), generator=generator, dtype=torch.int64)
+    bits = rows.detach().contiguous().view(_INT_VIEW[rows.element_size()]).to(torch.int64)
+    return (bits * weights.to(rows.device)).sum(dim=-1)
 
 
 class SimilarityPass:
@@ -245,6 +265,7 @@ class SimilarityPass:
         self.dim = int(query.shape[-1])
         self.num_scores = self.n * self._candidates_per_query()
         self.query_block, self.candidate_block = self._block_sizes()
+        self._converted_positives: _Rows | None = None
 
     def _candidates_per_query(self) -> int:
         batch = min(self.options.batch_size or self.n, self.n)
@@ -258,24 +279,37 @@ class SimilarityPass:
         return batch * (1 + int(negatives.shape[1]))
 
     def _block_sizes(self) -> tuple[int, int]:
-        budget_scores = max(self.options.max_memory // _BYTES_PER_SCORE, _MIN_BLOCK * _MIN_BLOCK)
+        """Blocks sized for the cache; the memory budget only ever shrinks them."""
+        budget = min(self.options.max_memory, _BLOCK_BYTES)
         if self.mode is NegativeMode.PAIRED:
             per_query = int(self.negatives.shape[1]) * (self.dim + _BYTES_PER_SCORE)  # type: ignore[union-attr]
-            rows = self.options.max_memory // max(per_query * 4, 1)
-            return max(1, min(self.n, rows, 8 * _QUERY_BLOCK)), 0
-        query_block = min(self.n, _QUERY_BLOCK, self.options.batch_size or self.n)
-        query_block = max(1, query_block)
-        return query_block, max(_MIN_BLOCK, budget_scores // query_block)
+            return max(1, min(self.n, budget // max(per_query * 4, 1))), 0
+        query_block = max(1, min(self.n, _QUERY_BLOCK, self.options.batch_size or self.n))
+        budget_scores = max(budget // _BYTES_PER_SCORE, _MIN_BLOCK * _MIN_BLOCK)
+        candidate_block = min(_CANDIDATE_BLOCK, budget_scores // query_block)
+        return query_block, max(_MIN_BLOCK, candidate_block)
 
-    def _rows(self, source: Rows, start: int, stop: int) -> torch.Tensor:
+    def _positive_rows(self, start: int, stop: int) -> _Rows:
+        """Positives [start, stop): in-batch candidates are read once per query block, so
+        they are converted once when they fit in a quarter of the budget."""
+        fits = self.n * self.dim * 8 <= self.options.max_memory // 4
+        if self._converted_positives is None and fits:
+            self._converted_positives = self._rows(self.positive, 0, self.n)
+        whole = self._converted_positives
+        if whole is None:
+            return self._rows(self.positive, start, stop)
+        return _Rows(whole.raw[start:stop], whole.prepared[start:stop],
+                     whole.fingerprint[start:stop])
+
+    def _rows(self, source: Rows, start: int, stop: int) -> _Rows:
         block = source[start:stop]
         if isinstance(block, np.ndarray):
             # A private, native-endian, C-ordered copy: memory maps are read-only and
             # may be big-endian or Fortran-ordered.
             block = torch.from_numpy(np.array(block, dtype=block.dtype.newbyteorder("="),
                                               order="C"))
-        block = block.to(device=self.options.device, dtype=self.options.dtype, non_blocking=True)
-        return prepare_rows(block, self.options.similarity)
+        raw = block.to(device=self.options.device, dtype=self.options.dtype, non_blocking=True)
+        return _Rows(raw, prepare_rows(raw, self.options.similarity), _fingerprint(raw))
 
     def _batches(self) -> Iterator[tuple[int, int]]:
         size = self.options.batch_size or self.n
@@ -287,24 +321,13 @@ class SimilarityPass:
         for batch_start, batch_stop in self._batches():
             for start in range(batch_start, batch_stop, self.query_block):
                 stop = min(start + self.query_block, batch_stop)
-                queries = self._rows(self.query, start, stop)
-                positives = self._rows(self.positive, start, stop)
-                positive_score = paired(queries, positives.unsqueeze(1),
+                queries = self._rows(self.query, start, stop).prepared
+                positives = self._positive_rows(start, stop)
+                positive_score = paired(queries, positives.prepared.unsqueeze(1),
                                         self.options.similarity)[:, 0]
                 candidates = self._scored_blocks(queries, positives, positive_score, start, stop,
                                                  batch_start, batch_stop)
                 yield QueryBlock(start, stop, positive_score, candidates)
-
-    def _scored_blocks(
-        self, queries: torch.Tensor, positives: torch.Tensor, positive_score: torch.Tensor,
-        start: int, stop: int, batch_start: int, batch_stop: int,
-    ) -> Iterator[ScoredBlock]:
-        for block in self._candidate_blocks(queries, start, stop, batch_start, batch_stop):
-            scores = block.scores
-            if block.own_column is not None:
-                scores = _exclude_own_positive(scores, block.own_column)
-            scores = _tie_duplicates_of_positive(scores, positive_score, block.rows, positives)
-            yield ScoredBlock(scores, block.first_index)
 
     def cached(self) -> CachedPass:
         """All of this pass's scores, computed once and kept in memory."""
@@ -312,42 +335,44 @@ class SimilarityPass:
                   for b in self.query_blocks()]
         return CachedPass(blocks, self.mode, self.options)
 
-    def _candidate_blocks(
-        self, queries: torch.Tensor, start: int, stop: int, batch_start: int, batch_stop: int
-    ) -> Iterator[_CandidateBlock]:
+    def _scored_blocks(
+        self, queries: torch.Tensor, positives: _Rows, positive_score: torch.Tensor,
+        start: int, stop: int, batch_start: int, batch_stop: int,
+    ) -> Iterator[ScoredBlock]:
         similarity = self.options.similarity
         if self.mode is NegativeMode.PAIRED:
             rows = self._rows(self.negatives, start, stop)  # type: ignore[arg-type]
-            yield _CandidateBlock(paired(queries, rows, similarity), rows, 0, None)
+            scores = paired(queries, rows.prepared, similarity)
+            yield ScoredBlock(_tie_copies(scores, positive_score, rows, positives), 0)
             return
         if self.mode is NegativeMode.SHARED:
             pool: Rows = self.negatives  # type: ignore[assignment]
             for first in range(0, int(pool.shape[0]), self.candidate_block):
                 last = min(first + self.candidate_block, int(pool.shape[0]))
                 rows = self._rows(pool, first, last)
-                yield _CandidateBlock(pairwise(queries, rows, similarity), rows, first, None)
+                scores = pairwise(queries, rows.prepared, similarity)
+                yield ScoredBlock(_tie_copies(scores, positive_score, rows, positives), first)
             return
-        own = torch.arange(start, stop, device=self.options.device)
         for first in range(batch_start, batch_stop, self.candidate_block):
             last = min(first + self.candidate_block, batch_stop)
-            rows = self._rows(self.positive, first, last)
-            inside = (own >= first) & (own < last)
-            own_column = torch.where(inside, own - first, -1)
-            yield _CandidateBlock(pairwise(queries, rows, similarity), rows, first, own_column)
+            rows = self._positive_rows(first, last)
+            scores = pairwise(queries, rows.prepared, similarity)
+            scores = _tie_copies(scores, positive_score, rows, positives)
+            excluded = _own_positions(start, stop, first, last, scores.device)
+            if excluded is not None:  # the positive itself: counted once, up front
+                scores.index_put_(excluded, torch.tensor(-math.inf, device=scores.device))
+            yield ScoredBlock(scores, first, excluded)
         if self.mode is NegativeMode.IN_BATCH_PAIRED:
-            yield from self._pooled_hard_negatives(queries, batch_start, batch_stop)
-
-    def _pooled_hard_negatives(
-        self, queries: torch.Tensor, batch_start: int, batch_stop: int
-    ) -> Iterator[_CandidateBlock]:
-        negatives: Rows = self.negatives  # type: ignore[assignment]
-        per_row = int(negatives.shape[1])
-        rows_per_block = max(1, self.candidate_block // per_row)
-        for first in range(batch_start, batch_stop, rows_per_block):
-            last = min(first + rows_per_block, batch_stop)
-            rows = self._rows(negatives, first, last).reshape(-1, self.dim)
-            scores = pairwise(queries, rows, self.options.similarity)
-            yield _CandidateBlock(scores, rows, self.n + first * per_row, None)
+            negatives: Rows = self.negatives  # type: ignore[assignment]
+            per_row = int(negatives.shape[1])
+            rows_per_block = max(1, self.candidate_block // per_row)
+            for first in range(batch_start, batch_stop, rows_per_block):
+                block = self._rows(negatives, first, min(first + rows_per_block, batch_stop))
+                rows = _Rows(block.raw.reshape(-1, self.dim),
+                             block.prepared.reshape(-1, self.dim), block.fingerprint.reshape(-1))
+                scores = pairwise(queries, rows.prepared, similarity)
+                yield ScoredBlock(_tie_copies(scores, positive_score, rows, positives),
+                                  self.n + first * per_row)
 
 
 @dataclass
@@ -362,46 +387,46 @@ class CachedPass:
         return iter(self.blocks)
 
 
-def _exclude_own_positive(scores: torch.Tensor, own_column: torch.Tensor) -> torch.Tensor:
-    """Drop each query's own positive from an in-batch block (it is counted once, up front)."""
-    rows = torch.nonzero(own_column >= 0).squeeze(1)
-    if rows.numel() == 0:
-        return scores
-    mask = torch.zeros_like(scores, dtype=torch.bool)
-    mask[rows, own_column[rows]] = True
-    return scores.masked_fill(mask, -math.inf)
+def _own_positions(
+    start: int, stop: int, first: int, last: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(row, column) of each query's own positive inside an in-batch candidate block."""
+    low, high = max(start, first), min(stop, last)
+    if low >= high:
+        return None
+    own = torch.arange(low, high, device=device)
+    return own - start, own - first
 
 
-def _tie_duplicates_of_positive(
-    scores: torch.Tensor,
-    positive_score: torch.Tensor,
-    candidate_rows: torch.Tensor,
-    positive_rows: torch.Tensor,
+def _tie_copies(
+    scores: torch.Tensor, positive_score: torch.Tensor, candidates: _Rows, positives: _Rows
 ) -> torch.Tensor:
-    """Give a candidate identical to the query's positive exactly the positive's score.
+    """Give a candidate bit-identical to the query's positive exactly the positive's score.
 
     A matrix product and a row-wise product may round the same dot product
-    differently in the last bit, which would let a duplicate of the positive
-    beat it or lose to it by chance. Only scores within a rounding-sized band
-    of the positive are candidates for this, so the vector comparison is cheap.
+    differently in the last bit, which would let a copy of the positive beat it
+    or lose to it by chance. Copies are found by row fingerprints, then checked
+    bit for bit, so the common case (no copies) costs almost nothing.
     """
-    band = max(1e-3, 4 * torch.finfo(candidate_rows.dtype).eps) * (positive_score.abs() + 1)
-    near = (scores - positive_score[:, None]).abs() <= band[:, None]
-    near &= scores != positive_score[:, None]
-    if not bool(near.any()):
-        return scores
-    query_index, column = torch.nonzero(near, as_tuple=True)
-    if candidate_rows.ndim == 3:
-        candidates = candidate_rows[query_index, column]
+    if candidates.fingerprint.ndim == 2:  # paired: (B, M) against each row's own positive
+        match = candidates.fingerprint == positives.fingerprint[:, None]
+        if not bool(match.any()):
+            return scores
+        row, column = torch.nonzero(match, as_tuple=True)
+        same = (candidates.raw[row, column] == positives.raw[row]).all(dim=-1)
     else:
-        candidates = candidate_rows[column]
-    identical = (candidates == positive_rows[query_index]).all(dim=-1)
-    if not bool(identical.any()):
+        hit = torch.isin(candidates.fingerprint, positives.fingerprint)
+        if not bool(hit.any()):
+            return scores
+        columns = torch.nonzero(hit).squeeze(1)
+        match = candidates.fingerprint[columns][None, :] == positives.fingerprint[:, None]
+        row, which = torch.nonzero(match, as_tuple=True)
+        column = columns[which]
+        same = (candidates.raw[column] == positives.raw[row]).all(dim=-1)
+    row, column = row[same], column[same]
+    if row.numel() == 0:
         return scores
-    query_index, column = query_index[identical], column[identical]
-    replaced = scores.clone()
-    replaced[query_index, column] = positive_score[query_index].to(scores.dtype)
-    return replaced
+    return scores.index_put((row, column), positive_score[row].to(scores.dtype))
 
 
 class _RunningState:
@@ -431,24 +456,31 @@ class _RunningState:
         self.hardest_score = torch.full((rows,), -math.inf, dtype=dtype, device=device)
         self.hardest_index = torch.full((rows,), -1, dtype=torch.int64, device=device)
 
-    def update(self, scores: torch.Tensor, first_index: int) -> None:
-        """Fold a (B, C) block of negative scores (-inf where excluded) into the state."""
+    def update(self, block: ScoredBlock) -> None:
+        """Fold a (B, C) block of negative scores into the state."""
+        scores = block.scores
         with torch.no_grad():
             detached = scores.detach()
-            present = detached != -math.inf
-            self.num_candidates += present.sum(dim=1)
-            self.at_or_above += (detached >= self.positive_score.detach()[:, None]).sum(dim=1)
-            block_max, block_argmax = detached.max(dim=1)
-            better = block_max > self.hardest_score
-            self.hardest_score = torch.where(better, block_max, self.hardest_score)
-            self.hardest_index = torch.where(better, block_argmax + first_index, self.hardest_index)
+            self.num_candidates += detached.shape[1]
+            if block.excluded is not None:
+                self.num_candidates.index_add_(
+                    0, block.excluded[0], torch.full_like(block.excluded[0], -1))
+            at_or_above = detached >= self.positive_score.detach()[:, None]
+            self.at_or_above += at_or_above.sum(dim=1, dtype=torch.int32)
+            block_max = detached.amax(dim=1)
+            better = torch.nonzero(block_max > self.hardest_score).squeeze(1)
+            if better.numel():  # argmax only where the hardest negative changes
+                self.hardest_score[better] = block_max[better]
+                self.hardest_index[better] = detached[better].argmax(dim=1) + block.first_index
             new_maximum = torch.maximum(self.maximum, block_max)
         rescale = torch.exp((self.maximum - new_maximum)[:, None] * self.scales)
         self.maximum = new_maximum
         shifted = scores - new_maximum[:, None]
         gap = None
         if self.gap_sum is not None:
-            gap = (scores - self.positive_score[:, None]).masked_fill(~present, 0.0)
+            gap = scores - self.positive_score[:, None]
+            if block.excluded is not None:
+                gap = gap.index_put(block.excluded, torch.tensor(0.0, device=gap.device))
             self.gap_sum = self.gap_sum + gap.sum(dim=1)
         sums, firsts, seconds = _exp_sums(shifted, gap, self.scales)
         self.sums = self.sums * rescale + sums
@@ -498,7 +530,7 @@ def _exp_sums(
         piece_gap = None if gap is None else gap[start:start + chunk]
         sums, firsts, seconds = [], [], []
         for scale in scales.unbind():
-            weights = torch.exp(piece * scale)
+            weights = torch.mul(piece, scale).exp_()
             sums.append(weights.sum(dim=1))
             if piece_gap is not None:
                 weighted_gap = weights * piece_gap
