@@ -151,14 +151,17 @@ def fold_passes(
     temperatures: Sequence[float],
     moments: bool = False,
     on_rows_done: Callable[[int], None] | None = None,
+    first_rows: int | None = None,
 ) -> PerSampleScores:
     """Fold the similarity blocks of each pass into per-sample results at the temperatures.
 
     With two passes (symmetric), the losses and softmax moments are averaged;
-    ranks and scores are those of the first (query → positive) pass.
+    ranks and scores are those of the first (query → positive) pass. With
+    ``first_rows``, only the query blocks covering that many first queries are
+    folded (a cheap pilot).
     """
     results = [
-        _fold(one, temperatures, moments, on_rows_done if index == 0 else None)
+        _fold(one, temperatures, moments, on_rows_done if index == 0 else None, first_rows)
         for index, one in enumerate(passes)
     ]
     if len(results) == 1:
@@ -180,6 +183,7 @@ def _fold(
     temperatures: Sequence[float],
     moments: bool,
     on_rows_done: Callable[[int], None] | None,
+    first_rows: int | None = None,
 ) -> PerSampleScores:
     options = source.options
     scales = torch.tensor([1.0 / t for t in temperatures],
@@ -192,6 +196,8 @@ def _fold(
         parts.append(state.finish())
         if on_rows_done is not None:
             on_rows_done(block.stop - block.start)
+        if first_rows is not None and block.stop >= first_rows:
+            break
     merged = {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
     unbeaten = merged["hardest_negative_score"] <= merged["positive_score"]
     return PerSampleScores(mode=source.mode, positive_unbeaten=unbeaten.detach(), **merged)

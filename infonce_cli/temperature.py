@@ -140,8 +140,7 @@ def sweep_embeddings(
     temperatures = check_temperatures(temperatures)
     passes = prepare_passes(query, positive, negatives, options)
     grid = fold_passes(passes, temperatures, on_rows_done=on_rows_done)
-    grid_loss = grid.loss.detach().double().mean(dim=0).tolist()
-    optimum = fit_temperature(passes, temperatures, grid_loss, grid.positive_unbeaten)
+    optimum = fit_temperature(passes, temperatures, grid.loss.detach(), grid.positive_unbeaten)
     return SweepScores(grid, temperatures, optimum)
 
 
@@ -160,8 +159,7 @@ def score_at_optimum(
     temperatures = temperature_grid(*DEFAULT_GRID)
     passes = prepare_passes(query, positive, negatives, options)
     grid = fold_passes(passes, temperatures, on_rows_done=on_rows_done)
-    grid_loss = grid.loss.detach().double().mean(dim=0).tolist()
-    optimum = fit_temperature(passes, temperatures, grid_loss, grid.positive_unbeaten)
+    optimum = fit_temperature(passes, temperatures, grid.loss.detach(), grid.positive_unbeaten)
     if optimum.temperature is None:
         raise InfonceError(f"--temperature auto: {optimum.reason}; give a temperature instead")
     return optimum.temperature, fold_passes(passes, [optimum.temperature])
@@ -178,12 +176,54 @@ class _Point:
 def fit_temperature(
     passes: Sequence[SimilarityPass | CachedPass],
     temperatures: Sequence[float],
-    grid_loss: Sequence[float],
+    grid_loss: torch.Tensor,
     positive_unbeaten: torch.Tensor,
 ) -> Optimum:
-    """The exact minimiser of the mean loss over all τ > 0, starting from a grid's losses."""
+    """The exact minimiser of the mean loss over all τ > 0, from the grid's per-sample losses
+    (N, T).
+
+    Each step folds the scores at a handful of probe temperatures with their softmax
+    moments. When the scores are not kept in memory each step recomputes them, so the
+    search first runs on a pilot (the first few query blocks) and the full data then
+    starts from a tight cluster of probes around the pilot's optimum.
+    """
     if bool(positive_unbeaten.all()):
         return Optimum(None, None, False, NO_OPTIMUM_COLD)
+    rows = int(grid_loss.shape[0])
+    full_loss = grid_loss.double().mean(dim=0).tolist()
+
+    def evaluate(first_rows: int | None) -> Callable[[list[float]], tuple[list[_Point], float]]:
+        def run(probes: list[float]) -> tuple[list[_Point], float]:
+            result = fold_passes(passes, [1.0 / s for s in probes], moments=True,
+                                 first_rows=first_rows)
+            assert result.mean_candidate_gap is not None
+            return _points(result, probes), float(result.mean_candidate_gap.double().mean())
+        return run
+
+    seeds: list[float] = []
+    pilot_rows = _PILOT_ROWS
+    if not isinstance(passes[0], CachedPass) and rows >= 4 * pilot_rows:
+        pilot_loss = grid_loss[:pilot_rows].double().mean(dim=0).tolist()
+        pilot = _search(evaluate(pilot_rows), temperatures, pilot_loss, [])
+        if pilot.temperature is not None:
+            centre = 1.0 / pilot.temperature
+            seeds = [centre * (1 + d) for d in _PILOT_CLUSTER]
+    optimum = _search(evaluate(None), temperatures, full_loss, seeds)
+    return optimum
+
+
+_PILOT_ROWS = 1024
+_PILOT_CLUSTER = (-0.15, -0.05, 0.0, 0.05, 0.15)
+"""Relative offsets in s of the first full-data probes around the pilot's optimum."""
+
+
+def _search(
+    evaluate: Callable[[list[float]], tuple[list[_Point], float]],
+    temperatures: Sequence[float],
+    grid_loss: Sequence[float],
+    seeds: list[float],
+) -> Optimum:
+    """Bracket the root of the slope in s and shrink the bracket to the required precision."""
     scales = [1.0 / t for t in temperatures]
     best = int(np.argmin(grid_loss))
     # The grid is sorted by τ, so its scales run downwards.
@@ -194,7 +234,9 @@ def fit_temperature(
     for passes_done in range(1, MAX_REFINE_PASSES + 1):
         smallest = min([p.scale for p in known] + scales)
         largest = max([p.scale for p in known] + scales)
-        if lower is None:
+        if seeds:
+            probes, seeds = seeds, []
+        elif lower is None:
             probes = [smallest / 2**j for j in range(1, _EXTEND_STEPS + 1)]
         elif upper is None:
             probes = [largest * 2**j for j in range(1, _EXTEND_STEPS + 1)]
@@ -202,28 +244,29 @@ def fit_temperature(
             probes = _refinement_probes(lower, upper, estimate)
         seen = {p.scale for p in known}
         probes = sorted({*probes, *(b for b in (lower, upper) if b is not None and b not in seen)})
-        result = fold_passes(passes, [1.0 / s for s in probes], moments=True)
-        assert result.mean_candidate_gap is not None
-        if float(result.mean_candidate_gap.double().mean()) >= 0:
+        points, slope_at_zero = evaluate(probes)
+        if slope_at_zero >= 0:
             return Optimum(None, None, False, NO_OPTIMUM_HOT, passes=passes_done)
-        known.extend(_points(result, probes))
+        known.extend(points)
         known.sort(key=lambda p: p.scale)
-        below = [p for p in known if p.slope < 0]
-        above = [p for p in known if p.slope > 0]
-        exact = [p for p in known if p.slope == 0]
-        if exact:
-            return _optimum(exact[0], True, passes_done)
-        if below and (lower is None or below[-1].scale > lower):
-            lower = below[-1].scale
-        if above and (upper is None or above[0].scale < upper):
-            upper = above[0].scale
+        # A point whose Newton step is below the precision is the optimum (this also
+        # covers a slope of exactly zero).
+        settled = [p for p in points if p.curvature > 0
+                   and abs(p.slope) <= RELATIVE_PRECISION / 2 * p.scale * p.curvature]
+        if settled:
+            return _optimum(min(settled, key=lambda p: abs(p.slope)), True, passes_done)
+        below = [p.scale for p in known if p.slope < 0]
+        above = [p.scale for p in known if p.slope > 0]
+        if below and (lower is None or below[-1] > lower):
+            lower = below[-1]
+        if above and (upper is None or above[0] < upper):
+            upper = above[0]
         if lower is None or upper is None:
             continue
         left = next(p for p in known if p.scale == lower)
         right = next(p for p in known if p.scale == upper)
-        closest = min((left, right), key=lambda p: abs(p.slope))
         if (upper - lower) <= RELATIVE_PRECISION * lower:
-            return _optimum(closest, True, passes_done)
+            return _optimum(min((left, right), key=lambda p: abs(p.slope)), True, passes_done)
         estimate = _hermite_root(left, right)
     closest = min(known, key=lambda p: abs(p.slope))
     return _optimum(closest, False, MAX_REFINE_PASSES)
@@ -244,19 +287,17 @@ def _points(result: PerSampleScores, probes: Sequence[float]) -> list[_Point]:
 
 
 def _refinement_probes(lower: float, upper: float, estimate: float | None) -> list[float]:
-    """Points inside (lower, upper): a tight cluster around the estimate, plus a coarse spread
-    across the bracket in case the estimate is off."""
+    """Points inside (lower, upper). A wide bracket is cut in three around the estimate; a
+    narrow one gets a ladder of steps of the required precision either side of the
+    estimate, which closes the bracket in one pass when the estimate is that close."""
     if estimate is None or not lower < estimate < upper:
         estimate = math.sqrt(lower * upper)
-    width = (upper - lower) / estimate
-    if width < 1e-3:
-        spread = [lower + (upper - lower) * f for f in (0.25, 0.75)]
-        tight = [estimate * (1 + d * RELATIVE_PRECISION / 4) for d in (-1, 1)]
+    if (upper - lower) / estimate > 1e-3:
+        probes = [lower + (upper - lower) * f for f in (1 / 3, 2 / 3)]
+        probes += [estimate * (1 + d * RELATIVE_PRECISION) for d in (-4, 0, 4)]
     else:
-        spread = [lower + (upper - lower) * f for f in (1 / 6, 2 / 6, 3 / 6, 4 / 6, 5 / 6)]
-        tight = [estimate * (1 + d * width * 1e-3) for d in (-1, 1)]
-    probes = {p for p in [*spread, estimate, *tight] if lower < p < upper}
-    return sorted(probes)
+        probes = [estimate * (1 + d * RELATIVE_PRECISION) for d in (-12, -4, -1, 0, 1, 4, 12)]
+    return sorted(p for p in set(probes) if lower < p < upper)
 
 
 def _parabola_vertex(scales: Sequence[float], loss: Sequence[float], best: int) -> float | None:

@@ -57,13 +57,16 @@ def test_readme_python_example_runs():
     exec(compile(example, "README.md", "exec"), {})
 
 
-def test_quickstart_score_command_on_sample_data(tmp_path):
+def test_quickstart_commands_run_on_sample_data():
     quickstart = re.findall(r"```sh\n(.*?)\n```", README, flags=re.DOTALL)[0]
-    score = "infonce " + quickstart.split(".venv/bin/infonce ", 1)[1]
-    result = subprocess.run(shlex.split(score) + ["--format", "json"], cwd=ROOT,
-                            env=_environment(), capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["negatives"] == "paired"
+    runs = [part.replace(".venv/bin/infonce", "infonce", 1) for part in quickstart.split(" && ")
+            if part.startswith(".venv/bin/infonce ")]
+    assert [shlex.split(run)[1] for run in runs] == ["score", "sweep-temperature"]
+    for run in runs:
+        result = subprocess.run(shlex.split(run) + ["--format", "json"], cwd=ROOT,
+                                env=_environment(), capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["n"] == 400
 
 
 def test_installed_command_and_module_entry_point(tmp_path):

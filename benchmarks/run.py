@@ -1,0 +1,243 @@
+"""Side-by-side benchmarks: infonce against info-nce-pytorch, pytorch-metric-learning and a
+plain torch floor, each in its own process on the same files, in one run.
+
+    python benchmarks/run.py                 # every suite
+    python benchmarks/run.py sweep scale     # chosen suites
+    python benchmarks/run.py --list
+
+Prints a Markdown table per suite: wall time of the whole process (start-up, loading and
+compute), peak RSS (the kernel's figure for the process, which counts the mapped file
+pages it touched) and our ratio to each peer. Data is generated under benchmarks/data/
+(seeded) and reused. Needs the test extras (pip install -e '.[test]').
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE / "data"
+BIN = Path(sys.executable).parent
+PEER_MEMORY_LIMIT = 20 * 2**30
+"""Address-space cap for peers, so one that asks for terabytes fails instead of swapping."""
+GRID = 64
+
+
+@dataclass
+class Measurement:
+    name: str
+    wall: float
+    peak_rss: int  # bytes
+    ok: bool
+    loss: float | None = None
+    note: str = ""
+
+
+def measure(name: str, command: list[str], limit: int | None = None) -> Measurement:
+    """Run a command in its own process; wall time and that process's peak RSS."""
+    def cap() -> None:
+        if limit is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, stdout=out, stderr=err, preexec_fn=cap)
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - started
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode()
+    code = os.waitstatus_to_exitcode(status)
+    loss = None
+    if code == 0:
+        loss = _loss_from(stdout)
+    note = "" if code == 0 else (stderr.strip().splitlines() or [f"exit {code}"])[-1][:90]
+    return Measurement(name, wall, usage.ru_maxrss * 1024, code == 0, loss, note)
+
+
+def _loss_from(stdout: str) -> float | None:
+    try:
+        data = json.loads(stdout)
+    except json.JSONDecodeError:
+        return None
+    if "loss" in data and isinstance(data["loss"], dict):
+        return float(data["loss"]["mean"])
+    if "rows" in data:
+        return float(data["rows"][0]["loss_mean"])
+    return data.get("loss")
+
+
+# ---------------------------------------------------------------- data
+
+
+def pairs(n: int, d: int, noise: float, seed: int = 0) -> tuple[Path, Path]:
+    """Queries and positives = queries + noise (the task stays non-trivial: several nats)."""
+    query, positive = DATA / f"q_{n}_{d}.npy", DATA / f"p_{n}_{d}_{noise:g}.npy"
+    if not query.exists() or not positive.exists():
+        DATA.mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng(seed)
+        q = rng.standard_normal((n, d), dtype=np.float32)
+        np.save(query, q)
+        np.save(positive, q + np.float32(noise) * rng.standard_normal((n, d), dtype=np.float32))
+    return query, positive
+
+
+def paired_negatives(n: int, m: int, d: int, seed: int = 1) -> Path:
+    path = DATA / f"neg_{n}_{m}_{d}.npy"
+    if not path.exists():
+        rng = np.random.default_rng(seed)
+        out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, m, d))
+        for start in range(0, n, 4096):
+            out[start:start + 4096] = rng.standard_normal((min(4096, n - start), m, d),
+                                                          dtype=np.float32)
+        out.flush()
+        del out
+    return path
+
+
+def size_of(*paths: Path) -> int:
+    return sum(p.stat().st_size for p in paths)
+
+
+# ---------------------------------------------------------------- commands
+
+
+def ours(*args: str | Path) -> list[str]:
+    return [str(BIN / "infonce"), *map(str, args), "--format", "json", "--quiet",
+            "--device", "cpu"]
+
+
+def peer(tool: str, mode: str, temperatures: str, *paths: Path) -> list[str]:
+    return [sys.executable, str(HERE / "workers.py"), tool, mode, temperatures, *map(str, paths)]
+
+
+# ---------------------------------------------------------------- suites
+
+
+def suite_sweep() -> list[Measurement]:
+    """Issue: a 64-temperature sweep against one score, and the naive loop of the peer."""
+    q, p = pairs(16384, 384, 3.0)
+    grid = np.geomspace(0.01, 1.0, GRID)
+    timed = ",".join(f"{t:.6g}" for t in grid[::8])  # 8 of the 64, scaled up below
+    results = [
+        measure("infonce score (τ = 0.05)", ours("score", "-q", q, "-p", p)),
+        measure(f"infonce sweep-temperature ({GRID} τ + optimum)",
+                ours("sweep-temperature", "-q", q, "-p", p, "--steps", GRID)),
+        measure("info-nce-pytorch (τ = 0.05)", peer("info-nce-pytorch", "in-batch", "0.05", q, p),
+                PEER_MEMORY_LIMIT),
+    ]
+    loop = measure("info-nce-pytorch loop", peer("info-nce-pytorch", "in-batch", timed, q, p),
+                   PEER_MEMORY_LIMIT)
+    loop.name = f"info-nce-pytorch loop, {GRID} τ (8 timed, ×8)"
+    loop.wall *= GRID / 8
+    results.append(loop)
+    return results
+
+
+def suite_scale() -> list[Measurement]:
+    """Issue: in-batch and paired workloads against the peers and the floor."""
+    results = []
+    for n, d in ((16384, 384), (32768, 768)):
+        q, p = pairs(n, d, 3.0)
+        tag = f"in-batch N={n} d={d}"
+        results += [
+            measure(f"{tag} · infonce", ours("score", "-q", q, "-p", p)),
+            measure(f"{tag} · info-nce-pytorch",
+                    peer("info-nce-pytorch", "in-batch", "0.05", q, p), PEER_MEMORY_LIMIT),
+            measure(f"{tag} · torch floor", peer("torch-floor", "in-batch", "0.05", q, p)),
+        ]
+    q, p = pairs(32768, 768, 3.0)
+    results.append(measure("in-batch N=32768 d=768 · infonce bfloat16",
+                           ours("score", "-q", q, "-p", p, "--dtype", "bfloat16")))
+    n, m, d = 65536, 15, 384
+    q, p = pairs(n, d, 10.0)
+    neg = paired_negatives(n, m, d)
+    tag = f"paired N={n} M={m} d={d}"
+    results += [
+        measure(f"{tag} · infonce", ours("score", "-q", q, "-p", p, "--neg", neg)),
+        measure(f"{tag} · info-nce-pytorch",
+                peer("info-nce-pytorch", "paired", "0.05", q, p, neg), PEER_MEMORY_LIMIT),
+        measure(f"{tag} · pytorch-metric-learning",
+                peer("pytorch-metric-learning", "paired", "0.05", q, p, neg), PEER_MEMORY_LIMIT),
+        measure(f"{tag} · torch floor", peer("torch-floor", "paired", "0.05", q, p, neg)),
+    ]
+    return results
+
+
+def suite_growth() -> list[Measurement]:
+    """Issue: in-batch time from N = 8k to 64k at d = 768 (should follow N²·d)."""
+    results = []
+    for n in (8192, 16384, 32768, 65536):
+        q, p = pairs(n, 768, 3.0)
+        results.append(measure(f"in-batch N={n} d=768 · infonce", ours("score", "-q", q, "-p", p)))
+    return results
+
+
+def suite_startup() -> list[Measurement]:
+    sample = HERE.parent / "sample_data"
+    return [
+        measure("infonce --help", [str(BIN / "infonce"), "--help"]),
+        measure("infonce score on sample_data (paired)",
+                ours("score", "-q", sample / "queries.npy", "-p", sample / "positives.npy",
+                     "--neg", sample / "hard_negatives.npy")),
+    ]
+
+
+SUITES: dict[str, Callable[[], list[Measurement]]] = {
+    "sweep": suite_sweep,
+    "scale": suite_scale,
+    "growth": suite_growth,
+    "startup": suite_startup,
+}
+
+
+def table(title: str, results: list[Measurement]) -> str:
+    lines = [f"### {title}", "", "| run | wall (s) | peak RSS (GiB) | mean loss | note |",
+             "|---|---:|---:|---:|---|"]
+    for r in results:
+        loss = f"{r.loss:.5f}" if r.loss is not None else "—"
+        wall = f"{r.wall:.2f}" if r.ok else "failed"
+        lines.append(f"| {r.name} | {wall} | {r.peak_rss / 2**30:.2f} | {loss} | {r.note} |")
+    ours_runs = [r for r in results if "infonce" in r.name and "info-nce" not in r.name]
+    if ours_runs:
+        lines += ["", "Ratios (ours / theirs, wall time):"]
+        for mine in ours_runs:
+            prefix = mine.name.split(" · ")[0] if " · " in mine.name else None
+            for other in results:
+                same_workload = prefix is None or other.name.startswith(prefix)
+                if other is mine or not other.ok or not same_workload or other in ours_runs:
+                    continue
+                lines.append(f"- {mine.name} / {other.name}: {mine.wall / other.wall:.2f}×")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("suites", nargs="*", help=f"any of {', '.join(SUITES)} (default: all)")
+    parser.add_argument("--list", action="store_true", help="list the suites and exit")
+    args = parser.parse_args()
+    if args.list:
+        for name, suite in SUITES.items():
+            print(f"{name}: {(suite.__doc__ or '').strip()}")
+        return
+    machine = f"{os.cpu_count()} CPUs, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB"
+    print(f"# infonce benchmarks · {machine} · {time.strftime('%Y-%m-%d')}\n")
+    for name in args.suites or list(SUITES):
+        results = SUITES[name]()
+        print(table(name, results), flush=True)
+
+
+if __name__ == "__main__":
+    main()
