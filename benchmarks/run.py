@@ -232,7 +232,8 @@ def main() -> None:
         for name, suite in SUITES.items():
             print(f"{name}: {(suite.__doc__ or '').strip()}")
         return
-    machine = f"{os.cpu_count()} CPUs, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB"
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    machine = f"{os.cpu_count()} CPUs, {memory:.0f} GiB"
     print(f"# infonce benchmarks · {machine} · {time.strftime('%Y-%m-%d')}\n")
     for name in args.suites or list(SUITES):
         results = SUITES[name]()

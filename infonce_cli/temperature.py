@@ -208,8 +208,7 @@ def fit_temperature(
         if pilot.temperature is not None:
             centre = 1.0 / pilot.temperature
             seeds = [centre * (1 + d) for d in _PILOT_CLUSTER]
-    optimum = _search(evaluate(None), temperatures, full_loss, seeds)
-    return optimum
+    return _search(evaluate(None), temperatures, full_loss, seeds)
 
 
 _PILOT_ROWS = 1024
