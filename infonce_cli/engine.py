@@ -19,7 +19,7 @@ import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Any, TypeAlias
+from typing import Any, Protocol, TypeAlias
 
 import numpy as np
 import torch
@@ -27,7 +27,20 @@ import torch
 from .errors import UsageError
 from .similarity import Similarity, paired, pairwise, prepare_rows, reduction_dtype
 
-Rows: TypeAlias = "np.ndarray[Any, Any] | torch.Tensor"
+
+class RowSource(Protocol):
+    """Anything row-sliceable with a shape: an array, a tensor, a file reader."""
+
+    @property
+    def shape(self) -> Any: ...
+
+    @property
+    def ndim(self) -> int: ...
+
+    def __getitem__(self, rows: slice) -> Any: ...
+
+
+Rows: TypeAlias = "np.ndarray[Any, Any] | torch.Tensor | RowSource"
 
 DEFAULT_MAX_MEMORY = 512 * 2**20
 """Default working-memory budget for score blocks and row blocks, in bytes."""
@@ -310,10 +323,11 @@ class SimilarityPass:
     def _rows(self, source: Rows, start: int, stop: int) -> _Rows:
         block = source[start:stop]
         if isinstance(block, np.ndarray):
-            # A private, native-endian, C-ordered copy: memory maps are read-only and
-            # may be big-endian or Fortran-ordered.
-            block = torch.from_numpy(np.array(block, dtype=block.dtype.newbyteorder("="),
-                                              order="C"))
+            if not (block.flags.writeable and block.flags.c_contiguous
+                    and block.dtype.isnative):
+                # Read-only maps, big-endian or Fortran-ordered arrays: a private copy.
+                block = np.array(block, dtype=block.dtype.newbyteorder("="), order="C")
+            block = torch.from_numpy(block)
         raw = block.to(device=self.options.device, dtype=self.options.dtype, non_blocking=True)
         return _Rows(raw, prepare_rows(raw, self.options.similarity), _fingerprint(raw))
 

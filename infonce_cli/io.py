@@ -37,7 +37,7 @@ class Embeddings:
     the column or key when one was chosen.
     """
 
-    values: np.ndarray[Any, Any]
+    values: np.ndarray[Any, Any] | NpyRows
     label: str
 
     @property
@@ -57,6 +57,7 @@ def load_embeddings(
     """
     file = _existing_file(path)
     suffix = file.suffix.lower()
+    values: np.ndarray[Any, Any] | NpyRows
     if suffix in PARQUET_SUFFIXES:
         values, label = _parquet_embeddings(path, column, ndims)
     elif suffix == ".npz":
@@ -100,8 +101,45 @@ def _existing_file(path: str) -> Path:
     return file
 
 
-def _npy_array(path: str) -> np.ndarray[Any, Any]:
-    """Memory-map an .npy file after checking its header against its size."""
+class NpyRows:
+    """Rows of an .npy file, read on demand with ``os.pread`` into fresh arrays.
+
+    Slicing with ``[start:stop]`` reads just those rows. Nothing is memory-mapped, so
+    the process's resident memory holds only the blocks in use, however large the
+    file (a mapped file counts every page it has touched).
+    """
+
+    def __init__(self, path: str, shape: tuple[int, ...], dtype: np.dtype[Any],
+                 offset: int) -> None:
+        self.path, self.shape, self.dtype, self.offset = path, shape, dtype, offset
+        self.ndim = len(shape)
+        self.size = int(np.prod(shape))
+        self._row_bytes = int(np.prod(shape[1:])) * dtype.itemsize
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows: slice) -> np.ndarray[Any, Any]:
+        start, stop, step = rows.indices(self.shape[0])
+        if step != 1:
+            raise IndexError("NpyRows reads contiguous row ranges only")
+        count = max(0, stop - start)
+        out = np.empty((count, *self.shape[1:]), dtype=self.dtype)
+        view = memoryview(out.reshape(-1).view(np.uint8).data)
+        with open(self.path, "rb", buffering=0) as handle:
+            done, total = 0, count * self._row_bytes
+            position = self.offset + start * self._row_bytes
+            while done < total:
+                read = os.preadv(handle.fileno(), [view[done:]], position + done)
+                if read == 0:
+                    raise InputError(f"{self.path}: ended early while reading rows "
+                                     f"{start}..{stop}")
+                done += read
+        return out
+
+
+def _npy_array(path: str) -> np.ndarray[Any, Any] | NpyRows:
+    """Open an .npy file for reading rows, after checking its header against its size."""
     with open(path, "rb") as handle:
         try:
             version = np.lib.format.read_magic(handle)
@@ -123,8 +161,13 @@ def _npy_array(path: str) -> np.ndarray[Any, Any]:
                          f"({expected} bytes of data) but the file holds {actual}")
     if expected == 0:
         return np.zeros(shape, dtype=dtype)
-    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape,
-                     order="F" if fortran else "C")
+    if fortran or len(shape) < 2:
+        # Rows of a Fortran-ordered array are not contiguous on disk; such files (and
+        # 1-D ones) are small in practice and are read whole.
+        mapped = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape,
+                           order="F" if fortran else "C")
+        return np.array(mapped, order="C")
+    return NpyRows(path, tuple(int(x) for x in shape), dtype, offset)
 
 
 def _npz_array(path: str, key: str | None) -> tuple[np.ndarray[Any, Any], str]:
@@ -234,7 +277,9 @@ def _check_dtype(dtype: np.dtype[Any], label: str) -> None:
         raise InputError(f"{label}: expected a float array (float16/32/64), got {dtype.name}")
 
 
-def _check_float_array(values: np.ndarray[Any, Any], label: str, ndims: tuple[int, ...]) -> None:
+def _check_float_array(
+    values: np.ndarray[Any, Any] | NpyRows, label: str, ndims: tuple[int, ...]
+) -> None:
     _check_dtype(values.dtype, label)
     if values.ndim not in ndims:
         wanted = " or ".join({2: "a 2-D float array (N, d)", 3: "a 3-D float array (N, M, d)"}[n]
@@ -276,56 +321,56 @@ class RowStats:
     norm_max: float
 
 
-def row_stats(values: np.ndarray[Any, Any]) -> RowStats:
+def row_stats(values: np.ndarray[Any, Any] | NpyRows, norms: bool = True) -> RowStats:
     """Scan an (N, d) or (N, M, d) array in bounded chunks; rows are the last axis's vectors.
+    Without ``norms`` only the NaN/Inf and all-zero rows are counted (faster).
 
     >>> s = row_stats(np.array([[3.0, 4.0], [0.0, 0.0], [np.nan, 1.0]]))
     >>> s.non_finite_rows, s.first_non_finite_row, s.zero_norm_rows, s.norm_max
     (1, 2, 1, 5.0)
     """
-    flat_rows = int(np.prod(values.shape[:-1]))
-    chunk = max(1, _SCAN_BYTES // max(1, values.shape[-1] * values.dtype.itemsize))
-    leading = int(values.shape[0])
-    per_leading = max(1, flat_rows // max(leading, 1))
-    step = max(1, chunk // per_leading)
-    non_finite = zero = 0
+    dim = int(values.shape[-1])
+    per_leading = int(np.prod(values.shape[1:-1]))
+    step = max(1, _SCAN_BYTES // max(1, per_leading * dim * values.dtype.itemsize))
+    non_finite = zero = finite_rows = 0
     first_bad = first_zero = -1
-    norm_min, norm_max, norm_sum, finite_rows = np.inf, 0.0, 0.0, 0
-    for start in range(0, leading, step):
-        block = np.asarray(values[start:start + step], dtype=np.float64)
-        block = block.reshape(-1, values.shape[-1])
-        finite = np.asarray(np.isfinite(block).all(axis=1))
-        clean = np.where(finite[:, None], block, 0.0)
-        norms = np.sqrt(np.einsum("ij,ij->i", clean, clean))
+    norm_min, norm_max, norm_sum = np.inf, 0.0, 0.0
+    for start in range(0, int(values.shape[0]), step):
+        block = np.asarray(values[start:start + step]).reshape(-1, dim)
+        finite = np.isfinite(block).all(axis=1)
+        nonzero = (block != 0).any(axis=1)
         bad = np.flatnonzero(~finite)
         if bad.size:
             non_finite += bad.size
             first_bad = first_bad if first_bad >= 0 else start * per_leading + int(bad[0])
-        zeros = np.flatnonzero(finite & (norms == 0))
+        zeros = np.flatnonzero(finite & ~nonzero)
         if zeros.size:
             zero += zeros.size
             first_zero = first_zero if first_zero >= 0 else start * per_leading + int(zeros[0])
-        good = norms[finite]
-        if good.size:
-            norm_min = min(norm_min, float(good.min()))
-            norm_max = max(norm_max, float(good.max()))
-            norm_sum += float(good.sum())
-            finite_rows += good.size
+        if norms:
+            good = block[finite].astype(np.float64)
+            lengths = np.sqrt(np.einsum("ij,ij->i", good, good))
+            if lengths.size:
+                norm_min = min(norm_min, float(lengths.min()))
+                norm_max = max(norm_max, float(lengths.max()))
+                norm_sum += float(lengths.sum())
+                finite_rows += lengths.size
+    nan = float("nan")
     return RowStats(
-        rows=flat_rows,
+        rows=int(np.prod(values.shape[:-1])),
         non_finite_rows=non_finite,
         first_non_finite_row=first_bad,
         zero_norm_rows=zero,
         first_zero_norm_row=first_zero,
-        norm_min=float(norm_min) if finite_rows else float("nan"),
-        norm_mean=norm_sum / finite_rows if finite_rows else float("nan"),
-        norm_max=float(norm_max) if finite_rows else float("nan"),
+        norm_min=float(norm_min) if finite_rows else nan,
+        norm_mean=norm_sum / finite_rows if finite_rows else nan,
+        norm_max=float(norm_max) if finite_rows else nan,
     )
 
 
 def check_values(embeddings: Embeddings, *, nonzero: bool) -> None:
     """Refuse NaN/Inf anywhere and, when ``nonzero`` (cosine), zero-norm rows."""
-    stats = row_stats(embeddings.values)
+    stats = row_stats(embeddings.values, norms=False)
     if stats.non_finite_rows:
         raise InputError(f"{embeddings.label}: {stats.non_finite_rows} rows contain NaN or Inf "
                          f"(first: row {_row_name(embeddings, stats.first_non_finite_row)})")
@@ -350,7 +395,7 @@ def describe_file(path: str) -> dict[str, Any]:
     """Shape, dtype, Parquet schema and per-array row statistics of one file."""
     file = _existing_file(path)
     suffix = file.suffix.lower()
-    arrays: dict[str, np.ndarray[Any, Any]] = {}
+    arrays: dict[str, np.ndarray[Any, Any] | NpyRows] = {}
     info: dict[str, Any] = {"file": path}
     if suffix in PARQUET_SUFFIXES:
         parquet = _parquet_file(path)
@@ -374,7 +419,8 @@ def describe_file(path: str) -> dict[str, Any]:
         entry: dict[str, Any] = {"name": name or None, "shape": list(values.shape),
                                  "dtype": values.dtype.name}
         if values.dtype.type in FLOAT_DTYPES and values.ndim >= 1 and values.size:
-            stats = row_stats(values.reshape(-1, values.shape[-1]) if values.ndim == 1 else values)
+            stats = row_stats(values.reshape(1, -1) if isinstance(values, np.ndarray)
+                              and values.ndim == 1 else values)
             entry.update(
                 norm_min=stats.norm_min, norm_mean=stats.norm_mean, norm_max=stats.norm_max,
                 non_finite_rows=stats.non_finite_rows, zero_norm_rows=stats.zero_norm_rows,

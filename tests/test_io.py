@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from infonce_cli.errors import InputError
-from infonce_cli.io import check_values, load_embeddings, load_ids, row_stats
+from infonce_cli.io import NpyRows, check_values, load_embeddings, load_ids, row_stats
 
 
 @pytest.fixture
@@ -95,9 +95,24 @@ def test_truncated_npy_is_refused_before_mapping(tmp_path, vectors):
         load_embeddings(str(tmp_path / "cut.npy"))
 
 
-def test_npy_is_memory_mapped(tmp_path, vectors):
-    np.save(tmp_path / "v.npy", vectors)
-    assert isinstance(load_embeddings(str(tmp_path / "v.npy")).values, np.memmap)
+def test_npy_rows_are_read_on_demand(tmp_path, rng):
+    values = rng.normal(size=(50, 3, 4)).astype(np.float32)
+    np.save(tmp_path / "v.npy", values)
+    rows = load_embeddings(str(tmp_path / "v.npy"), ndims=(3,)).values
+    assert isinstance(rows, NpyRows)
+    assert rows.shape == (50, 3, 4)
+    np.testing.assert_array_equal(rows[7:19], values[7:19])
+    np.testing.assert_array_equal(rows[45:99], values[45:])
+    assert rows[7:19].flags.writeable
+    assert rows[7:19].flags.c_contiguous
+
+
+def test_fortran_and_big_endian_npy_load_correctly(tmp_path, vectors):
+    np.save(tmp_path / "f.npy", np.asfortranarray(vectors))
+    np.save(tmp_path / "b.npy", vectors.astype(">f4"))
+    for name in ("f.npy", "b.npy"):
+        loaded = load_embeddings(str(tmp_path / name)).values
+        np.testing.assert_array_equal(np.asarray(loaded[0:6]), vectors)
 
 
 def test_row_checks_on_paired_arrays_name_the_row_and_negative(tmp_path, rng):
