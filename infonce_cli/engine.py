@@ -310,8 +310,8 @@ class SimilarityPass:
 
     def _positive_rows(self, start: int, stop: int) -> _Rows:
         """Positives [start, stop): in-batch candidates are read once per query block, so
-        they are converted once when they fit in a quarter of the budget."""
-        fits = self.n * self.dim * 8 <= self.options.max_memory // 4
+        they are converted once when they fit the budget (as given and prepared)."""
+        fits = self.n * self.dim * 8 <= self.options.max_memory
         if self._converted_positives is None and fits:
             self._converted_positives = self._rows(self.positive, 0, self.n)
         whole = self._converted_positives
