@@ -206,8 +206,7 @@ def _load_inputs(
             io.check_values(embeddings, nonzero=cosine)
     ids = None
     if id_col is not None:
-        source = next((p for p in (query, pos) if Path(p).suffix.lower() in io.PARQUET_SUFFIXES),
-                      None)
+        source = next((p for p in (query, pos) if io.is_parquet(p)), None)
         if source is None:
             raise UsageError("--id-col needs --query or --pos to be a Parquet file")
         ids = io.load_ids(source, id_col)

@@ -9,6 +9,7 @@ are parsed and checked before anything is mapped, and pickles are never loaded.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
 from collections.abc import Callable
@@ -37,7 +38,7 @@ class Embeddings:
     the column or key when one was chosen.
     """
 
-    values: np.ndarray[Any, Any] | NpyRows
+    values: np.ndarray[Any, Any] | NpyRows | ParquetRows
     label: str
 
     @property
@@ -55,12 +56,13 @@ def load_embeddings(
 
     ``key`` picks an array of an .npz, ``column`` a column of a Parquet file.
     """
-    file = _existing_file(path)
-    suffix = file.suffix.lower()
-    values: np.ndarray[Any, Any] | NpyRows
-    if suffix in PARQUET_SUFFIXES:
+    values: np.ndarray[Any, Any] | NpyRows | ParquetRows
+    if is_parquet(path):
+        if not any(c in path for c in "*?[") and not Path(path).exists():
+            raise InputError(f"{path}: no such file")
         values, label = _parquet_embeddings(path, column, ndims)
-    elif suffix == ".npz":
+        suffix = ".parquet"
+    elif (suffix := _existing_file(path).suffix.lower()) == ".npz":
         values, label = _npz_array(path, key)
     elif suffix == ".npy":
         values, label = _npy_array(path), path
@@ -77,10 +79,13 @@ def load_embeddings(
 
 def load_ids(path: str, column: str) -> np.ndarray[Any, Any]:
     """Read a Parquet column of ids (strings or integers) as a NumPy array."""
-    table = _parquet_file(path).schema_arrow
-    if column not in table.names:
-        raise InputError(f"{path}: no column {column!r}; columns: {', '.join(table.names)}")
-    array = _read_column(path, column)
+    parts = []
+    for file in parquet_files(path):
+        names = _parquet_file(file).schema_arrow.names
+        if column not in names:
+            raise InputError(f"{file}: no column {column!r}; columns: {', '.join(names)}")
+        parts.append(_read_column(file, column))
+    array = pa.concat_arrays(parts) if len(parts) > 1 else parts[0]
     if array.null_count:
         raise InputError(f"{path}: column {column!r} has {array.null_count} null ids")
     if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)
@@ -88,6 +93,13 @@ def load_ids(path: str, column: str) -> np.ndarray[Any, Any]:
         raise InputError(f"{path}: column {column!r} must hold strings or integers, "
                          f"got {array.type}")
     return np.asarray(array.to_numpy(zero_copy_only=False))
+
+
+def _read_column(path: str, column: str) -> pa.Array:
+    try:
+        return pq.read_table(path, columns=[column]).column(column).combine_chunks()
+    except Exception as exc:
+        raise InputError(f"{path}: cannot read column {column!r} ({_first_line(exc)})") from None
 
 
 def _existing_file(path: str) -> Path:
@@ -118,6 +130,11 @@ class NpyRows:
 
     def __len__(self) -> int:
         return self.shape[0]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray[Any, Any]:
+        """All rows, read at once (for small inputs and tests)."""
+        rows = self[0:self.shape[0]]
+        return rows if dtype is None else rows.astype(dtype)
 
     def __getitem__(self, rows: slice) -> np.ndarray[Any, Any]:
         start, stop, step = rows.indices(self.shape[0])
@@ -170,6 +187,14 @@ def _npy_array(path: str) -> np.ndarray[Any, Any] | NpyRows:
     return NpyRows(path, tuple(int(x) for x in shape), dtype, offset)
 
 
+def _npz_names(path: str) -> list[str]:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return list(archive.files)
+    except Exception as exc:  # zipfile and numpy raise many kinds here
+        raise InputError(f"{path}: not a valid .npz file ({_first_line(exc)})") from None
+
+
 def _npz_array(path: str, key: str | None) -> tuple[np.ndarray[Any, Any], str]:
     try:
         archive = np.load(path, allow_pickle=False)
@@ -203,11 +228,25 @@ def _parquet_file(path: str) -> pq.ParquetFile:
         raise InputError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
 
 
-def _read_column(path: str, column: str) -> pa.Array:
-    try:
-        return pq.read_table(path, columns=[column]).column(column).combine_chunks()
-    except Exception as exc:
-        raise InputError(f"{path}: cannot read column {column!r} ({_first_line(exc)})") from None
+def parquet_files(path: str) -> list[str]:
+    """The Parquet files a path names: the file itself, a directory's *.parquet part files,
+    or a glob pattern's matches, in sorted order."""
+    if any(char in path for char in "*?["):
+        files = sorted(glob.glob(path))
+    elif Path(path).is_dir():
+        files = sorted(str(f) for f in Path(path).iterdir() if f.suffix.lower()
+                       in PARQUET_SUFFIXES and not f.name.startswith((".", "_")))
+    else:
+        return [path]
+    if not files:
+        raise InputError(f"{path}: no Parquet files found")
+    return files
+
+
+def is_parquet(path: str) -> bool:
+    """Whether a path names Parquet input: a .parquet file, a directory or a glob."""
+    return (Path(path).suffix.lower() in PARQUET_SUFFIXES or any(c in path for c in "*?[")
+            or Path(path).is_dir())
 
 
 def _list_columns(schema: pa.Schema) -> list[str]:
@@ -219,29 +258,99 @@ def _is_list(kind: pa.DataType) -> bool:
                 or pa.types.is_fixed_size_list(kind))
 
 
+class ParquetRows:
+    """Rows of one vector column across Parquet files, read a row group at a time.
+
+    Slicing with ``[start:stop]`` decodes only the row groups that overlap the
+    range; the last one decoded is kept, since blocks are read in order. Every
+    row group is checked (no nulls, no ragged lists, the same shape) as it is read.
+    """
+
+    def __init__(self, path: str, column: str | None, depth: int) -> None:
+        self.files = parquet_files(path)
+        schema = _parquet_file(self.files[0]).schema_arrow
+        if column is None:
+            candidates = _list_columns(schema)
+            if len(candidates) != 1:
+                found = ", ".join(candidates) if candidates else "none"
+                raise InputError(f"{path}: {len(candidates)} list columns ({found}); "
+                                 "choose one with the matching --*-col option")
+            column = candidates[0]
+        elif column not in schema.names:
+            raise InputError(f"{path}: no column {column!r}; columns: {', '.join(schema.names)}")
+        self.column, self.label, self.depth = column, f"{path}:{column}", depth
+        self.groups: list[tuple[str, int, int, int]] = []  # file, row group, first row, rows
+        total = 0
+        for file in self.files:
+            metadata = _parquet_file(file).metadata
+            if column not in _parquet_file(file).schema_arrow.names:
+                raise InputError(f"{file}: no column {column!r}")
+            for index in range(metadata.num_row_groups):
+                rows = metadata.row_group(index).num_rows
+                if rows:
+                    self.groups.append((file, index, total, rows))
+                    total += rows
+        if not self.groups:
+            raise InputError(f"{self.label}: no rows")
+        self._cache: tuple[int, np.ndarray[Any, Any]] | None = None
+        first = self._group(0)
+        self.shape: tuple[int, ...] = (total, *first.shape[1:])
+        self.dtype = first.dtype
+        self.ndim = len(self.shape)
+        self.size = int(np.prod(self.shape))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray[Any, Any]:
+        """All rows, read at once (for small inputs and tests)."""
+        rows = self[0:self.shape[0]]
+        return rows if dtype is None else rows.astype(dtype)
+
+    def _group(self, position: int) -> np.ndarray[Any, Any]:
+        if self._cache is not None and self._cache[0] == position:
+            return self._cache[1]
+        file, index, first_row, _ = self.groups[position]
+        try:
+            table = _parquet_file(file).read_row_group(index, columns=[self.column])
+        except Exception as exc:
+            raise InputError(f"{self.label}: cannot read row group {index} of {file} "
+                             f"({_first_line(exc)})") from None
+        values = _nested_lists_to_numpy(table.column(self.column).combine_chunks(),
+                                        self.label, self.depth, first_row)
+        if hasattr(self, "shape") and values.shape[1:] != self.shape[1:]:
+            raise InputError(f"{self.label}: rows from {first_row} have shape "
+                             f"{values.shape[1:]}, earlier rows {self.shape[1:]}")
+        self._cache = (position, values)
+        return values
+
+    def __getitem__(self, rows: slice) -> np.ndarray[Any, Any]:
+        start, stop, _ = rows.indices(self.shape[0])
+        parts = []
+        for position, (_, _, first, count) in enumerate(self.groups):
+            if first + count <= start or first >= stop:
+                continue
+            values = self._group(position)
+            parts.append(values[max(start - first, 0):min(stop - first, count)])
+        if not parts:
+            return np.empty((0, *self.shape[1:]), dtype=self.dtype)
+        return parts[0].copy() if len(parts) == 1 else np.concatenate(parts)
+
+
 def _parquet_embeddings(
     path: str, column: str | None, ndims: tuple[int, ...]
-) -> tuple[np.ndarray[Any, Any], str]:
-    schema = _parquet_file(path).schema_arrow
-    if column is None:
-        candidates = _list_columns(schema)
-        if len(candidates) != 1:
-            found = ", ".join(candidates) if candidates else "none"
-            raise InputError(f"{path}: {len(candidates)} list columns ({found}); "
-                             "choose one with the matching --*-col option")
-        column = candidates[0]
-    elif column not in schema.names:
-        raise InputError(f"{path}: no column {column!r}; columns: {', '.join(schema.names)}")
-    label = f"{path}:{column}"
-    array = _read_column(path, column)
-    values = _nested_lists_to_numpy(array, label, depth=max(ndims) - 1 if 3 in ndims else 1)
-    return values, label
+) -> tuple[ParquetRows, str]:
+    rows = ParquetRows(path, column, depth=2 if 3 in ndims else 1)
+    return rows, rows.label
 
 
-def _nested_lists_to_numpy(array: pa.Array, label: str, depth: int) -> np.ndarray[Any, Any]:
+def _nested_lists_to_numpy(
+    array: pa.Array, label: str, depth: int, first_row: int = 0
+) -> np.ndarray[Any, Any]:
     """Turn a column of (lists of) equal-length float lists into an (N, [M,] d) array.
 
     A column nested one level less than ``depth`` allows is read as (N, d).
+    ``first_row`` numbers the rows in messages.
     """
     shape = [len(array)]
     level: pa.Array = array
@@ -254,8 +363,8 @@ def _nested_lists_to_numpy(array: pa.Array, label: str, depth: int) -> np.ndarra
         lengths = np.asarray(level.value_lengths().to_numpy(zero_copy_only=False))
         if len(lengths) and lengths.min() != lengths.max():
             first = int(np.argmax(lengths != lengths[0]))
-            raise InputError(f"{label}: ragged lists: row {first} has {lengths[first]} "
-                             f"values, row 0 has {lengths[0]}")
+            raise InputError(f"{label}: ragged lists: row {first_row + first} has "
+                             f"{lengths[first]} values, row {first_row} has {lengths[0]}")
         shape.append(int(lengths[0]) if len(lengths) else 0)
         level = level.flatten()
     if len(shape) == 1:
@@ -278,7 +387,7 @@ def _check_dtype(dtype: np.dtype[Any], label: str) -> None:
 
 
 def _check_float_array(
-    values: np.ndarray[Any, Any] | NpyRows, label: str, ndims: tuple[int, ...]
+    values: np.ndarray[Any, Any] | NpyRows | ParquetRows, label: str, ndims: tuple[int, ...]
 ) -> None:
     _check_dtype(values.dtype, label)
     if values.ndim not in ndims:
@@ -321,7 +430,9 @@ class RowStats:
     norm_max: float
 
 
-def row_stats(values: np.ndarray[Any, Any] | NpyRows, norms: bool = True) -> RowStats:
+def row_stats(
+    values: np.ndarray[Any, Any] | NpyRows | ParquetRows, norms: bool = True
+) -> RowStats:
     """Scan an (N, d) or (N, M, d) array in bounded chunks; rows are the last axis's vectors.
     Without ``norms`` only the NaN/Inf and all-zero rows are counted (faster).
 
@@ -393,27 +504,29 @@ def _row_name(embeddings: Embeddings, flat_row: int) -> str:
 
 def describe_file(path: str) -> dict[str, Any]:
     """Shape, dtype, Parquet schema and per-array row statistics of one file."""
-    file = _existing_file(path)
-    suffix = file.suffix.lower()
-    arrays: dict[str, np.ndarray[Any, Any] | NpyRows] = {}
+    arrays: dict[str, np.ndarray[Any, Any] | NpyRows | ParquetRows] = {}
     info: dict[str, Any] = {"file": path}
-    if suffix in PARQUET_SUFFIXES:
-        parquet = _parquet_file(path)
-        info["rows"] = parquet.metadata.num_rows
-        info["row_groups"] = parquet.metadata.num_row_groups
-        info["columns"] = {f.name: str(f.type) for f in parquet.schema_arrow}
-        for name in _list_columns(parquet.schema_arrow):
-            arrays[name], _ = _parquet_embeddings(path, name, (2, 3))
-    elif suffix == ".npz":
-        with np.load(path, allow_pickle=False) as archive:
-            names = list(archive.files)
-        for name in names:
-            arrays[name], _ = _npz_array(path, name)
-    elif suffix == ".npy":
-        arrays[""] = _npy_array(path)
+    if is_parquet(path):
+        files = parquet_files(path)
+        metadata = [_parquet_file(file).metadata for file in files]
+        info["rows"] = sum(m.num_rows for m in metadata)
+        info["row_groups"] = sum(m.num_row_groups for m in metadata)
+        if len(files) > 1:
+            info["files"] = len(files)
+        schema = _parquet_file(files[0]).schema_arrow
+        info["columns"] = {f.name: str(f.type) for f in schema}
+        for name in _list_columns(schema):
+            arrays[name] = ParquetRows(path, name, depth=2)
     else:
-        raise InputError(f"{path}: unsupported file type {suffix or '(none)'!r}; "
-                         "expected .npy, .npz or .parquet")
+        suffix = _existing_file(path).suffix.lower()
+        if suffix == ".npz":
+            for name in _npz_names(path):
+                arrays[name], _ = _npz_array(path, name)
+        elif suffix == ".npy":
+            arrays[""] = _npy_array(path)
+        else:
+            raise InputError(f"{path}: unsupported file type {suffix or '(none)'!r}; "
+                             "expected .npy, .npz or .parquet")
     info["arrays"] = []
     for name, values in arrays.items():
         entry: dict[str, Any] = {"name": name or None, "shape": list(values.shape),

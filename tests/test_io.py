@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -131,3 +133,36 @@ def test_row_stats_in_chunks_match_numpy(rng):
     assert stats.norm_mean == pytest.approx(norms.mean())
     assert (stats.norm_min, stats.norm_max) == (pytest.approx(norms.min()),
                                                 pytest.approx(norms.max()))
+
+
+def test_parquet_directory_glob_and_row_groups_read_as_one_input(tmp_path, rng):
+    values = rng.normal(size=(100, 3, 4)).astype(np.float32)
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    for index, start in enumerate(range(0, 100, 40)):
+        chunk = values[start:start + 40]
+        inner = pa.FixedSizeListArray.from_arrays(pa.array(chunk.reshape(-1)), 4)
+        table = pa.table({"neg": pa.FixedSizeListArray.from_arrays(inner, 3)})
+        pq.write_table(table, parts / f"part-{index}.parquet", row_group_size=16)
+    (parts / "_SUCCESS").write_text("")
+    for path in (str(parts), str(parts / "part-*.parquet")):
+        rows = load_embeddings(path, ndims=(2, 3)).values
+        assert rows.shape == (100, 3, 4)
+        np.testing.assert_array_equal(rows[0:100], values)
+        np.testing.assert_array_equal(rows[30:75], values[30:75])  # across files and groups
+
+
+def test_a_bad_row_group_late_in_a_file_is_reported_with_its_rows(tmp_path):
+    column = pa.array([[1.0, 2.0]] * 20 + [[1.0]] + [[3.0, 4.0]] * 3)
+    pq.write_table(pa.table({"v": column}), tmp_path / "x.parquet", row_group_size=8)
+    rows = load_embeddings(str(tmp_path / "x.parquet")).values
+    with pytest.raises(InputError, match=r"ragged lists: row 20 has 1 values, row 16 has 2"):
+        rows[0:24]
+
+
+@pytest.mark.parametrize("path", ["nowhere/*.parquet", "empty_dir"])
+def test_parquet_sources_that_match_nothing(tmp_path, monkeypatch, path):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty_dir").mkdir()
+    with pytest.raises(InputError, match=re.escape(f"{path}: no Parquet files found")):
+        load_embeddings(path)
