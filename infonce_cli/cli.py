@@ -172,6 +172,7 @@ BatchSizeOpt = Annotated[int | None, typer.Option(help="Split the pairs into con
 SymmetricOpt = Annotated[bool, typer.Option("--symmetric", help="Average the query→positive and positive→query losses (CLIP); in-batch only.")]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
 DtypeOpt = Annotated[DtypeChoice, typer.Option(help="Precision of the similarity computation; reductions stay float32 or better.")]
+AllowTf32Opt = Annotated[bool, typer.Option("--allow-tf32", help="On CUDA, let float32 matrix products use TF32 (faster, less exact).")]
 MaxMemoryOpt = Annotated[str, typer.Option(help="Working-memory budget for score blocks, e.g. 512MiB or 4GB.")]
 FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="auto: a table on a terminal, JSON when piped.")]
 OutputOpt = Annotated[str | None, typer.Option("--output", "-o", help="Write the aggregate to this file instead of stdout.", show_default=False)]
@@ -220,7 +221,7 @@ def _load_inputs(
 def _engine_options(
     temperatures: tuple[float, ...], similarity: SimilarityChoice, in_batch: bool,
     batch_size: int | None, symmetric: bool, device: str, dtype: DtypeChoice, max_memory: str,
-    has_negatives: bool, moments: bool = False,
+    has_negatives: bool, allow_tf32: bool = False,
 ) -> EngineOptions:
     import torch
 
@@ -243,7 +244,7 @@ def _engine_options(
         dtype=torch_dtype,
         device=torch_device,
         max_memory=parse_memory(max_memory),
-        moments=moments,
+        allow_tf32=allow_tf32,
     )
 
 
@@ -328,6 +329,7 @@ def score(
     recall_at: Annotated[str, typer.Option(help="Cut-offs k for recall@k, comma-separated.")] = "1,5,10",
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = DtypeChoice.FLOAT32,
+    allow_tf32: AllowTf32Opt = False,
     max_memory: MaxMemoryOpt = "512MiB",
     fmt: FormatOpt = OutputFormat.AUTO,
     output: OutputOpt = None,
@@ -353,7 +355,8 @@ def score(
                 raise UsageError(f"--per-sample {per_sample}: use a .parquet, .csv or .jsonl "
                                  "file name, or - for JSONL on stdout")
         options = _engine_options((tau,), similarity, in_batch, batch_size, symmetric, device,
-                                  dtype, max_memory, has_negatives=neg is not None)
+                                  dtype, max_memory, has_negatives=neg is not None,
+                                  allow_tf32=allow_tf32)
         inputs = _load_inputs(query, pos, neg, query_key, pos_key, neg_key, query_col, pos_col,
                               neg_col, id_col, cosine=similarity is SimilarityChoice.COSINE)
         for target in (output, per_sample if per_sample != "-" else None):
@@ -434,6 +437,7 @@ def sweep_temperature(
     recall_at: Annotated[str, typer.Option(help="Cut-offs k for recall@k, comma-separated.")] = "1,5,10",
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = DtypeChoice.FLOAT32,
+    allow_tf32: AllowTf32Opt = False,
     max_memory: MaxMemoryOpt = "512MiB",
     fmt: FormatOpt = OutputFormat.AUTO,
     output: OutputOpt = None,
@@ -453,7 +457,8 @@ def sweep_temperature(
         out_format = _resolve_format(fmt, output)
         plot_format = _plot_format(plot)
         options = _engine_options(grid[:1], similarity, in_batch, batch_size, symmetric, device,
-                                  dtype, max_memory, has_negatives=neg is not None)
+                                  dtype, max_memory, has_negatives=neg is not None,
+                                  allow_tf32=allow_tf32)
         inputs = _load_inputs(query, pos, neg, query_key, pos_key, neg_key, query_col, pos_col,
                               neg_col, None, cosine=similarity is SimilarityChoice.COSINE)
         for target in (output, plot):

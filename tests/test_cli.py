@@ -305,3 +305,10 @@ def test_read_only_inputs_are_left_alone(data):
     before = Path("queries.npy").read_bytes()
     score_json(*BASE, "--per-sample", "rows.parquet")
     assert Path("queries.npy").read_bytes() == before
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a GPU is present")
+def test_cuda_without_a_gpu_is_a_clear_error(data):
+    result = run("score", *BASE, "--device", "cuda")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: --device cuda: no CUDA device is available here")
