@@ -51,8 +51,9 @@ _BYTES_PER_SCORE = 24
 
 _QUERY_BLOCK = 512
 _CANDIDATE_BLOCK = 2048
-_BLOCK_BYTES = 64 * 2**20
-"""Blocks of about 512 × 2048 scores keep the elementwise work in the CPU's cache."""
+_BLOCK_BYTES = 16 * 2**20
+"""Largest working block. Blocks this small are reused by the allocator instead of being
+mapped afresh (and page-faulted) each time, and 512 × 2048 scores stay in cache."""
 _MIN_BLOCK = 64
 
 
@@ -269,7 +270,7 @@ class _Rows:
 
     raw: torch.Tensor
     prepared: torch.Tensor
-    fingerprint: torch.Tensor  # int64 per row
+    fingerprint: torch.Tensor | None  # int64 per row; None where copies tie by construction
 
 
 _INT_VIEW = {2: torch.int16, 4: torch.int32, 8: torch.int64}
@@ -338,7 +339,10 @@ class SimilarityPass:
         return _Rows(whole.raw[start:stop], whole.prepared[start:stop],
                      whole.fingerprint[start:stop])
 
-    def _rows(self, source: Rows, start: int, stop: int) -> _Rows:
+    def _rows(self, source: Rows, start: int, stop: int, *, matrix: bool = True) -> _Rows:
+        """Rows [start, stop) in the compute dtype. ``matrix`` rows are compared through a
+        matrix product, so they are prepared and fingerprinted; paired rows are scored
+        row by row from the raw values (see ``similarity.paired``)."""
         block = source[start:stop]
         if isinstance(block, np.ndarray):
             if not (block.flags.writeable and block.flags.c_contiguous
@@ -349,6 +353,8 @@ class SimilarityPass:
             if self.options.device.type == "cuda":
                 block = block.pin_memory()  # so the copy below runs asynchronously
         raw = block.to(device=self.options.device, dtype=self.options.dtype, non_blocking=True)
+        if not matrix:
+            return _Rows(raw, raw, None)
         return _Rows(raw, prepare_rows(raw, self.options.similarity), _fingerprint(raw))
 
     def _batches(self) -> Iterator[tuple[int, int]]:
@@ -363,7 +369,7 @@ class SimilarityPass:
                 stop = min(start + self.query_block, batch_stop)
                 queries = self._rows(self.query, start, stop).prepared
                 positives = self._positive_rows(start, stop)
-                positive_score = paired(queries, positives.prepared.unsqueeze(1),
+                positive_score = paired(queries, positives.raw.unsqueeze(1),
                                         self.options.similarity)[:, 0]
                 candidates = self._scored_blocks(queries, positives, positive_score, start, stop,
                                                  batch_start, batch_stop)
@@ -381,9 +387,10 @@ class SimilarityPass:
     ) -> Iterator[ScoredBlock]:
         similarity = self.options.similarity
         if self.mode is NegativeMode.PAIRED:
-            rows = self._rows(self.negatives, start, stop)  # type: ignore[arg-type]
-            scores = paired(queries, rows.prepared, similarity)
-            yield ScoredBlock(_tie_copies(scores, positive_score, rows, positives), 0)
+            # Negatives and positives go through the same row-wise arithmetic, so a copy
+            # of the positive already ties with it.
+            rows = self._rows(self.negatives, start, stop, matrix=False)  # type: ignore[arg-type]
+            yield ScoredBlock(paired(queries, rows.raw, similarity), 0)
             return
         if self.mode is NegativeMode.SHARED:
             pool: Rows = self.negatives  # type: ignore[assignment]
@@ -408,8 +415,9 @@ class SimilarityPass:
             rows_per_block = max(1, self.candidate_block // per_row)
             for first in range(batch_start, batch_stop, rows_per_block):
                 block = self._rows(negatives, first, min(first + rows_per_block, batch_stop))
-                rows = _Rows(block.raw.reshape(-1, self.dim),
-                             block.prepared.reshape(-1, self.dim), block.fingerprint.reshape(-1))
+                fingerprint = block.fingerprint
+                rows = _Rows(block.raw.reshape(-1, self.dim), block.prepared.reshape(-1, self.dim),
+                             None if fingerprint is None else fingerprint.reshape(-1))
                 scores = pairwise(queries, rows.prepared, similarity)
                 yield ScoredBlock(_tie_copies(scores, positive_score, rows, positives),
                                   self.n + first * per_row)
@@ -448,21 +456,16 @@ def _tie_copies(
     or lose to it by chance. Copies are found by row fingerprints, then checked
     bit for bit, so the common case (no copies) costs almost nothing.
     """
-    if candidates.fingerprint.ndim == 2:  # paired: (B, M) against each row's own positive
-        match = candidates.fingerprint == positives.fingerprint[:, None]
-        if not bool(match.any()):
-            return scores
-        row, column = torch.nonzero(match, as_tuple=True)
-        same = (candidates.raw[row, column] == positives.raw[row]).all(dim=-1)
-    else:
-        hit = torch.isin(candidates.fingerprint, positives.fingerprint)
-        if not bool(hit.any()):
-            return scores
-        columns = torch.nonzero(hit).squeeze(1)
-        match = candidates.fingerprint[columns][None, :] == positives.fingerprint[:, None]
-        row, which = torch.nonzero(match, as_tuple=True)
-        column = columns[which]
-        same = (candidates.raw[column] == positives.raw[row]).all(dim=-1)
+    if candidates.fingerprint is None or positives.fingerprint is None:
+        return scores
+    hit = torch.isin(candidates.fingerprint, positives.fingerprint)
+    if not bool(hit.any()):
+        return scores
+    columns = torch.nonzero(hit).squeeze(1)
+    match = candidates.fingerprint[columns][None, :] == positives.fingerprint[:, None]
+    row, which = torch.nonzero(match, as_tuple=True)
+    column = columns[which]
+    same = (candidates.raw[column] == positives.raw[row]).all(dim=-1)
     row, column = row[same], column[same]
     if row.numel() == 0:
         return scores

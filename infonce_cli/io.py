@@ -25,7 +25,7 @@ from .errors import InputError, OutputError, UsageError
 
 FLOAT_DTYPES = (np.float16, np.float32, np.float64)
 PARQUET_SUFFIXES = (".parquet", ".pq")
-_SCAN_BYTES = 64 * 2**20
+_SCAN_BYTES = 16 * 2**20
 """How much of an array the value checks read at a time."""
 
 

@@ -61,13 +61,21 @@ def paired(
 ) -> torch.Tensor:
     """Scores of each query against its own candidates: (B, d) × (B, M, d) → (B, M).
 
+    Queries are prepared rows; candidates are raw rows (for cosine they are divided by
+    their norms here, which saves writing a normalised copy of them). A candidate
+    identical to another gets the identical score: every row goes through the same
+    arithmetic, whatever the block size.
+
     >>> q = torch.tensor([[1.0, 0.0]]); c = torch.tensor([[[2.0, 0.0], [0.0, 1.0]]])
     >>> paired(q, c, Similarity.DOT)
     tensor([[2., 0.]])
+    >>> paired(q, c, Similarity.COSINE)
+    tensor([[1., 0.]])
     """
-    # An elementwise product and a row sum, not bmm: the sum over d then runs in the same
-    # order whatever the block size, so results do not depend on how rows are blocked.
-    scores = (candidates * queries.unsqueeze(1)).sum(dim=-1, dtype=reduction_dtype(queries.dtype))
+    dtype = reduction_dtype(queries.dtype)
+    scores = (candidates * queries.unsqueeze(1)).sum(dim=-1, dtype=dtype)
+    if similarity is Similarity.COSINE:
+        return scores / torch.linalg.vector_norm(candidates, dim=-1, dtype=dtype)
     if similarity is Similarity.L2:
         return 2 * scores - _squared_norms(queries)[:, None] - _squared_norms(candidates)
     return scores
