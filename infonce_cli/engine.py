@@ -336,8 +336,8 @@ class SimilarityPass:
         whole = self._converted_positives
         if whole is None:
             return self._rows(self.positive, start, stop)
-        return _Rows(whole.raw[start:stop], whole.prepared[start:stop],
-                     whole.fingerprint[start:stop])
+        fingerprint = None if whole.fingerprint is None else whole.fingerprint[start:stop]
+        return _Rows(whole.raw[start:stop], whole.prepared[start:stop], fingerprint)
 
     def _rows(self, source: Rows, start: int, stop: int, *, matrix: bool = True) -> _Rows:
         """Rows [start, stop) in the compute dtype. ``matrix`` rows are compared through a

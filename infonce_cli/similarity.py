@@ -75,7 +75,8 @@ def paired(
     dtype = reduction_dtype(queries.dtype)
     scores = (candidates * queries.unsqueeze(1)).sum(dim=-1, dtype=dtype)
     if similarity is Similarity.COSINE:
-        return scores / torch.linalg.vector_norm(candidates, dim=-1, dtype=dtype)
+        norms: torch.Tensor = torch.linalg.vector_norm(candidates, dim=-1, dtype=dtype)
+        return scores / norms
     if similarity is Similarity.L2:
         return 2 * scores - _squared_norms(queries)[:, None] - _squared_norms(candidates)
     return scores
