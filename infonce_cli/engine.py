@@ -205,18 +205,25 @@ def _fold(
     options = source.options
     scales = torch.tensor([1.0 / t for t in temperatures],
                           dtype=reduction_dtype(options.dtype), device=options.device)
-    parts: list[dict[str, torch.Tensor]] = []
+    # Results go straight into full-length tensors: many small blocks kept alive between
+    # large temporaries would fragment the heap and hold on to memory.
+    merged: dict[str, torch.Tensor] = {}
+    done = 0
     with _tf32(options):
         for block in source.query_blocks():
             state = _RunningState(block.positive_score, scales, moments)
             for scored in block.candidates:
                 state.update(scored)
-            parts.append(state.finish())
+            for key, value in state.finish().items():
+                if key not in merged:
+                    merged[key] = value.new_empty((source.n, *value.shape[1:]))
+                merged[key][block.start:block.stop] = value
+            done = block.stop
             if on_rows_done is not None:
                 on_rows_done(block.stop - block.start)
             if first_rows is not None and block.stop >= first_rows:
                 break
-    merged = {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
+    merged = {key: value[:done] for key, value in merged.items()}
     unbeaten = merged["hardest_negative_score"] <= merged["positive_score"]
     return PerSampleScores(mode=source.mode, positive_unbeaten=unbeaten.detach(), **merged)
 
@@ -330,8 +337,9 @@ class SimilarityPass:
     def _positive_rows(self, start: int, stop: int) -> _Rows:
         """Positives [start, stop): in-batch candidates are read once per query block, so
         they are converted once when they fit the budget (as given and prepared)."""
+        in_batch = self.mode in (NegativeMode.IN_BATCH, NegativeMode.IN_BATCH_PAIRED)
         fits = self.n * self.dim * 8 <= self.options.max_memory
-        if self._converted_positives is None and fits:
+        if self._converted_positives is None and in_batch and fits:
             self._converted_positives = self._rows(self.positive, 0, self.n)
         whole = self._converted_positives
         if whole is None:
@@ -430,6 +438,10 @@ class CachedPass:
     blocks: list[QueryBlock]
     mode: NegativeMode
     options: EngineOptions
+
+    @property
+    def n(self) -> int:
+        return self.blocks[-1].stop
 
     def query_blocks(self) -> Iterator[QueryBlock]:
         return iter(self.blocks)
