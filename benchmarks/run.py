@@ -29,7 +29,6 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data"
-BIN = Path(sys.executable).parent
 PEER_MEMORY_LIMIT = 20 * 2**30
 """Address-space cap for peers, so one that asks for terabytes fails instead of swapping."""
 GRID = 64
@@ -46,25 +45,23 @@ class Measurement:
 
 
 def measure(name: str, command: list[str], limit: int | None = None) -> Measurement:
-    """Run a command in its own process; wall time and that process's peak RSS."""
+    """Run a Python command line (``-m module …`` or ``script.py …``) in its own process:
+    wall time, and the peak RSS that process records itself (see peak.py)."""
     def cap() -> None:
         if limit is not None:
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    with tempfile.TemporaryDirectory() as scratch:
+        record = Path(scratch) / "peak"
+        full = [sys.executable, str(HERE / "peak.py"), str(record), *command]
         started = time.perf_counter()
-        process = subprocess.Popen(command, stdout=out, stderr=err, preexec_fn=cap)
-        _, status, usage = os.wait4(process.pid, 0)
+        result = subprocess.run(full, capture_output=True, text=True, preexec_fn=cap)
         wall = time.perf_counter() - started
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read().decode(), err.read().decode()
-    code = os.waitstatus_to_exitcode(status)
-    loss = None
-    if code == 0:
-        loss = _loss_from(stdout)
-    note = "" if code == 0 else (stderr.strip().splitlines() or [f"exit {code}"])[-1][:90]
-    return Measurement(name, wall, usage.ru_maxrss * 1024, code == 0, loss, note)
+        peak = int(record.read_text()) if record.exists() else 0
+    loss = _loss_from(result.stdout) if result.returncode == 0 else None
+    lines = result.stderr.strip().splitlines() or [f"exit {result.returncode}"]
+    note = "" if result.returncode == 0 else lines[-1][:90]
+    return Measurement(name, wall, peak, result.returncode == 0, loss, note)
 
 
 def _loss_from(stdout: str) -> float | None:
@@ -115,12 +112,12 @@ def size_of(*paths: Path) -> int:
 
 
 def ours(*args: str | Path) -> list[str]:
-    return [str(BIN / "infonce"), *map(str, args), "--format", "json", "--quiet",
+    return ["-m", "infonce_cli", *map(str, args), "--format", "json", "--quiet",
             "--device", "cpu"]
 
 
 def peer(tool: str, mode: str, temperatures: str, *paths: Path) -> list[str]:
-    return [sys.executable, str(HERE / "workers.py"), tool, mode, temperatures, *map(str, paths)]
+    return [str(HERE / "workers.py"), tool, mode, temperatures, *map(str, paths)]
 
 
 # ---------------------------------------------------------------- suites
@@ -188,7 +185,7 @@ def suite_growth() -> list[Measurement]:
 def suite_startup() -> list[Measurement]:
     sample = HERE.parent / "sample_data"
     return [
-        measure("infonce --help", [str(BIN / "infonce"), "--help"]),
+        measure("infonce --help", ["-m", "infonce_cli", "--help"]),
         measure("infonce score on sample_data (paired)",
                 ours("score", "-q", sample / "queries.npy", "-p", sample / "positives.npy",
                      "--neg", sample / "hard_negatives.npy")),
