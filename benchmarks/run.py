@@ -104,6 +104,22 @@ def paired_negatives(n: int, m: int, d: int, seed: int = 1) -> Path:
     return path
 
 
+def as_parquet(query: Path, positive: Path) -> Path:
+    """The same vectors as one Parquet file with two fixed_size_list<float32> columns."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = DATA / f"{query.stem}_{positive.stem}.parquet"
+    if not path.exists():
+        columns = {}
+        for name, source in (("query", query), ("positive", positive)):
+            values = np.load(source)
+            columns[name] = pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)),
+                                                              values.shape[1])
+        pq.write_table(pa.table(columns), path)
+    return path
+
+
 def size_of(*paths: Path) -> int:
     return sum(p.stat().st_size for p in paths)
 
@@ -158,6 +174,11 @@ def suite_scale() -> list[Measurement]:
     q, p = pairs(32768, 768, 3.0)
     results.append(measure("in-batch N=32768 d=768 · infonce bfloat16",
                            ours("score", "-q", q, "-p", p, "--dtype", "bfloat16")))
+    q, p = pairs(16384, 384, 3.0)
+    table = as_parquet(q, p)
+    results.append(measure("in-batch N=16384 d=384 · infonce from Parquet",
+                           ours("score", "-q", table, "--query-col", "query", "-p", table,
+                                "--pos-col", "positive")))
     n, m, d = 65536, 15, 384
     q, p = pairs(n, d, 10.0)
     neg = paired_negatives(n, m, d)
