@@ -12,7 +12,7 @@ import contextlib
 import glob
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -187,20 +187,28 @@ def _npy_array(path: str) -> np.ndarray[Any, Any] | NpyRows:
     return NpyRows(path, tuple(int(x) for x in shape), dtype, offset)
 
 
+@contextlib.contextmanager
+def _npz_archive(path: str) -> Iterator[Any]:
+    """An open .npz archive; the file is closed whatever happens (np.load on a path
+    leaks its handle when the zip is corrupt)."""
+    with open(path, "rb") as handle:
+        try:
+            archive = np.load(handle, allow_pickle=False)
+        except Exception as exc:  # zipfile and numpy raise many kinds here
+            raise InputError(f"{path}: not a valid .npz file ({_first_line(exc)})") from None
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise InputError(f"{path}: not a valid .npz file (it is a plain .npy)")
+        with archive:
+            yield archive
+
+
 def _npz_names(path: str) -> list[str]:
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            return list(archive.files)
-    except Exception as exc:  # zipfile and numpy raise many kinds here
-        raise InputError(f"{path}: not a valid .npz file ({_first_line(exc)})") from None
+    with _npz_archive(path) as archive:
+        return list(archive.files)
 
 
 def _npz_array(path: str, key: str | None) -> tuple[np.ndarray[Any, Any], str]:
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except Exception as exc:  # zipfile and numpy raise many kinds here
-        raise InputError(f"{path}: not a valid .npz file ({_first_line(exc)})") from None
-    with archive:
+    with _npz_archive(path) as archive:
         names = list(archive.files)
         if key is None:
             if len(names) != 1:
@@ -211,7 +219,7 @@ def _npz_array(path: str, key: str | None) -> tuple[np.ndarray[Any, Any], str]:
         elif key not in names:
             raise InputError(f"{path}: no array {key!r}; arrays: {', '.join(names) or 'none'}")
         try:
-            return archive[key], f"{path}[{key}]"
+            value = archive[key]
         except ValueError as exc:
             if "pickle" in str(exc).lower() or "object" in str(exc).lower():
                 raise InputError(f"{path}[{key}]: holds Python objects (pickled data), "
@@ -219,6 +227,9 @@ def _npz_array(path: str, key: str | None) -> tuple[np.ndarray[Any, Any], str]:
             raise InputError(f"{path}[{key}]: unreadable ({_first_line(exc)})") from None
         except Exception as exc:
             raise InputError(f"{path}[{key}]: unreadable ({_first_line(exc)})") from None
+    if not isinstance(value, np.ndarray):
+        raise InputError(f"{path}[{key}]: not a NumPy array")
+    return value, f"{path}[{key}]"
 
 
 def _parquet_file(path: str) -> pq.ParquetFile:
