@@ -172,6 +172,20 @@ BatchSizeOpt = Annotated[int | None, typer.Option(help="Split the pairs into con
 SymmetricOpt = Annotated[bool, typer.Option("--symmetric", help="Average the query→positive and positive→query losses (CLIP); in-batch only.")]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
 DtypeOpt = Annotated[DtypeChoice, typer.Option(help="Precision of the similarity computation; reductions stay float32 or better.")]
+PosIdsOpt = Annotated[str | None, typer.Option(help="Ids of the positives, an .npy array (N,): an in-batch candidate with the query's positive id is not a negative, nor is a hard negative with that id.", show_default=False)]
+NegIdsOpt = Annotated[str | None, typer.Option(help="Ids of the negatives, an .npy array: (N, M) for paired, (K,) for a shared pool.", show_default=False)]
+PosIdColOpt = Annotated[str | None, typer.Option(help="Positive-id column of the --pos Parquet file (instead of --pos-ids).", show_default=False)]
+NegIdColOpt = Annotated[str | None, typer.Option(help="Negative-id column of the --neg Parquet file (instead of --neg-ids).", show_default=False)]
+class MultiPositive(StrEnum):
+    NTXENT = "ntxent"
+    SUPCON = "supcon"
+
+
+QueryIdsOpt = Annotated[str | None, typer.Option(help="Query ids, an .npy array (N,): rows with the same id are one query with several positives.", show_default=False)]
+QueryIdColOpt = Annotated[str | None, typer.Option(help="Query-id column of the --query Parquet file (instead of --query-ids).", show_default=False)]
+MultiPositiveOpt = Annotated[MultiPositive, typer.Option(help="With several positives per query: ntxent scores each pair with the other positives left out of the denominator (pytorch-metric-learning NTXentLoss); supcon keeps them in and averages over the query's positives (SupConLoss).")]
+MaskDuplicatesOpt = Annotated[bool, typer.Option("--mask-duplicates", help="Drop candidates bit-identical to the query's positive (instead of counting them as ties).")]
+AllowEmptyOpt = Annotated[bool, typer.Option("--allow-empty", help="Leave queries that masking left with no negative out of the aggregates (else an error).")]
 AllowTf32Opt = Annotated[bool, typer.Option("--allow-tf32", help="On CUDA, let float32 matrix products use TF32 (faster, less exact).")]
 MaxMemoryOpt = Annotated[str, typer.Option(help="Working-memory budget for score blocks, e.g. 512MiB or 4GB.")]
 FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="auto: a table on a terminal, JSON when piped.")]
@@ -218,10 +232,59 @@ def _load_inputs(
     return _Inputs(query_array, positive_array, negative_array, ids, paths)
 
 
+def _load_masking_ids(
+    inputs: _Inputs, pos: str, neg: str | None, pos_ids: str | None, neg_ids: str | None,
+    pos_id_col: str | None, neg_id_col: str | None,
+) -> tuple[np.ndarray[Any, Any] | None, np.ndarray[Any, Any] | None]:
+    """Positive and negative ids for masking false negatives, checked against the inputs."""
+    from . import io
+
+    if pos_ids is not None and pos_id_col is not None:
+        raise UsageError("give --pos-ids or --pos-id-col, not both")
+    if neg_ids is not None and neg_id_col is not None:
+        raise UsageError("give --neg-ids or --neg-id-col, not both")
+    if (neg_ids is not None or neg_id_col is not None) and neg is None:
+        raise UsageError("--neg-ids/--neg-id-col name the rows of --neg: give --neg too")
+    positive = (io.load_id_array(pos_ids) if pos_ids is not None
+                else io.load_ids(pos, pos_id_col) if pos_id_col is not None else None)
+    negative = (io.load_id_array(neg_ids) if neg_ids is not None
+                else io.load_ids(neg, neg_id_col) if neg_id_col is not None and neg is not None
+                else None)
+    n = inputs.query.shape[0]
+    if positive is not None and positive.shape != (n,):
+        raise InputError(f"{pos_ids or pos}: expected {n} positive ids (N,), got shape "
+                         f"{positive.shape}")
+    if negative is not None and inputs.negatives is not None:
+        wanted = inputs.negatives.shape[:-1]
+        if negative.shape != wanted:
+            raise InputError(f"{neg_ids or neg}: expected negative ids of shape {wanted}, "
+                             f"got {negative.shape}")
+    return positive, negative
+
+
+def _load_query_ids(
+    inputs: _Inputs, query: str, query_ids: str | None, query_id_col: str | None
+) -> np.ndarray[Any, Any] | None:
+    """Query ids grouping rows that share a query (several positives), or None."""
+    from . import io
+
+    if query_ids is not None and query_id_col is not None:
+        raise UsageError("give --query-ids or --query-id-col, not both")
+    if query_ids is None and query_id_col is None:
+        return None
+    ids = io.load_id_array(query_ids) if query_ids is not None else io.load_ids(
+        query, query_id_col or "")
+    n = inputs.query.shape[0]
+    if ids.shape != (n,):
+        raise InputError(f"{query_ids or query}: expected {n} query ids (N,), got shape "
+                         f"{ids.shape}")
+    return ids
+
+
 def _engine_options(
     temperatures: tuple[float, ...], similarity: SimilarityChoice, in_batch: bool,
     batch_size: int | None, symmetric: bool, device: str, dtype: DtypeChoice, max_memory: str,
-    has_negatives: bool, allow_tf32: bool = False,
+    has_negatives: bool, allow_tf32: bool = False, mask_duplicates: bool = False,
 ) -> EngineOptions:
     import torch
 
@@ -245,6 +308,7 @@ def _engine_options(
         device=torch_device,
         max_memory=parse_memory(max_memory),
         allow_tf32=allow_tf32,
+        mask_duplicates=mask_duplicates,
     )
 
 
@@ -326,7 +390,20 @@ def score(
     pos_col: PosColOpt = None,
     neg_col: NegColOpt = None,
     id_col: IdColOpt = None,
+    pos_ids: PosIdsOpt = None,
+    neg_ids: NegIdsOpt = None,
+    pos_id_col: PosIdColOpt = None,
+    neg_id_col: NegIdColOpt = None,
+    mask_duplicates: MaskDuplicatesOpt = False,
+    allow_empty: AllowEmptyOpt = False,
+    query_ids: QueryIdsOpt = None,
+    query_id_col: QueryIdColOpt = None,
+    multi_positive: MultiPositiveOpt = MultiPositive.NTXENT,
     recall_at: Annotated[str, typer.Option(help="Cut-offs k for recall@k, comma-separated.")] = "1,5,10",
+    ci: Annotated[bool, typer.Option("--ci", help="Add bootstrap 95% intervals of the mean loss, accuracy@1 and MRR.")] = False,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for --ci.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
+    worst: Annotated[int, typer.Option(help="Report the K samples with the highest loss.")] = 0,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = DtypeChoice.FLOAT32,
     allow_tf32: AllowTf32Opt = False,
@@ -354,27 +431,42 @@ def score(
             if per_sample_suffix not in render.PER_SAMPLE_WRITERS:
                 raise UsageError(f"--per-sample {per_sample}: use a .parquet, .csv or .jsonl "
                                  "file name, or - for JSONL on stdout")
+        if bootstrap < 1 or worst < 0:
+            raise UsageError("--bootstrap must be at least 1 and --worst at least 0")
         options = _engine_options((tau,), similarity, in_batch, batch_size, symmetric, device,
                                   dtype, max_memory, has_negatives=neg is not None,
-                                  allow_tf32=allow_tf32)
+                                  allow_tf32=allow_tf32, mask_duplicates=mask_duplicates)
         inputs = _load_inputs(query, pos, neg, query_key, pos_key, neg_key, query_col, pos_col,
                               neg_col, id_col, cosine=similarity is SimilarityChoice.COSINE)
+        masking = _load_masking_ids(inputs, pos, neg, pos_ids, neg_ids, pos_id_col, neg_id_col)
+        groups = _load_query_ids(inputs, query, query_ids, query_id_col)
+        supcon = multi_positive is MultiPositive.SUPCON
+        if groups is not None and neg is not None:
+            raise UsageError("--query-ids works with in-batch negatives (leave out --neg)")
         for target in (output, per_sample if per_sample != "-" else None):
             if target is not None:
                 io.check_output_path(target, inputs.paths)
         negatives = inputs.negatives.values if inputs.negatives is not None else None
         arrays = (inputs.query.values, inputs.positive.values, negatives)
+        group_mask = groups if groups is not None and not supcon else None
+        ids = api.candidate_ids(*masking, group_mask, device=options.device) if any(
+            x is not None for x in (*masking, group_mask)) else None
+        masks = ids is not None or mask_duplicates
+        report = api.Report(recall, masking=masks, allow_empty=allow_empty,
+                            resamples=bootstrap if ci else 0, seed=seed, worst=worst,
+                            row_ids=inputs.ids if inputs.ids is not None else masking[0],
+                            negative_ids=masking[1], groups=groups, supcon=supcon)
         with _progress(inputs.query.shape[0], quiet) as advance:
             started = time.perf_counter()
             if auto:
-                fitted, per_sample_scores = score_at_optimum(*arrays, options, advance)
+                fitted, per_sample_scores = score_at_optimum(*arrays, options, advance, ids)
                 options = dataclasses.replace(options, temperatures=(fitted,))
             else:
-                per_sample_scores = engine.score_embeddings(*arrays, options, advance)
+                per_sample_scores = engine.score_embeddings(*arrays, options, advance, ids)
             result = api.summarize(per_sample_scores, options, time.perf_counter() - started,
-                                   recall, temperature_fitted=auto)
+                                   report, temperature_fitted=auto)
         if per_sample is not None:
-            columns = api.per_sample_columns(per_sample_scores, inputs.ids)
+            columns = api.per_sample_columns(per_sample_scores, inputs.ids, masked=masks)
             if per_sample == "-":
                 sys.stdout.writelines(render.jsonl_lines(columns))
                 sys.stdout.flush()
@@ -384,7 +476,7 @@ def score(
                 io.write_atomically(per_sample, lambda handle: writer(columns, handle))
         rows_on_stdout = per_sample == "-"
         if out_format is OutputFormat.TABLE:
-            rendered: Any = render.score_table(result)
+            rendered: Any = render.score_report(result)
         elif out_format is OutputFormat.CSV:
             rendered = render.to_csv([result.to_dict()])
         else:
@@ -407,6 +499,86 @@ def _check_gates(loss_mean: float, accuracy: float, fail_above: float | None,
     if failures:
         print(f"error: quality gate failed: {'; '.join(failures)}", file=sys.stderr)
         raise typer.Exit(int(ExitCode.GATE_FAILED))
+
+
+class CompareMetric(StrEnum):
+    LOSS_MEAN = "loss_mean"
+    ACCURACY_AT_1 = "accuracy_at_1"
+    MRR = "mrr"
+
+
+@app.command()
+def compare(
+    query_a: Annotated[str, typer.Option(help="Model A's query embeddings.", show_default=False)],
+    pos_a: Annotated[str, typer.Option(help="Model A's positive embeddings.", show_default=False)],
+    query_b: Annotated[str, typer.Option(help="Model B's query embeddings (same pairs, same order; any dimension).", show_default=False)],
+    pos_b: Annotated[str, typer.Option(help="Model B's positive embeddings.", show_default=False)],
+    neg_a: Annotated[str | None, typer.Option(help="Model A's negatives (paired or shared).", show_default=False)] = None,
+    neg_b: Annotated[str | None, typer.Option(help="Model B's negatives.", show_default=False)] = None,
+    temperature: Annotated[str, typer.Option("--temperature", "-t", help="Temperature τ > 0 used for both models.")] = "0.05",
+    similarity: SimilarityOpt = SimilarityChoice.COSINE,
+    in_batch: InBatchOpt = False,
+    batch_size: BatchSizeOpt = None,
+    symmetric: SymmetricOpt = False,
+    recall_at: Annotated[str, typer.Option(help="Cut-offs k for recall@k, comma-separated.")] = "1,5,10",
+    bootstrap: Annotated[int, typer.Option(help="Paired bootstrap resamples (and sign-flip permutations).")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the resampling.")] = 0,
+    metric: Annotated[CompareMetric, typer.Option(help="The metric --fail-if-worse judges.")] = CompareMetric.LOSS_MEAN,
+    fail_if_worse: Annotated[bool, typer.Option("--fail-if-worse", help="Exit 3 when B is significantly worse than A on --metric (its 95% interval excludes 0).")] = False,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = DtypeChoice.FLOAT32,
+    allow_tf32: AllowTf32Opt = False,
+    max_memory: MaxMemoryOpt = "512MiB",
+    fmt: FormatOpt = OutputFormat.AUTO,
+    output: OutputOpt = None,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Compare two embedding models on the same pairs: A, B and B − A with paired-bootstrap
+    intervals and p-values."""
+    with _reported_errors(debug):
+        from . import api, engine, io, render
+
+        tau = parse_temperature(temperature)
+        recall = parse_recall_at(recall_at)
+        if bootstrap < 1:
+            raise UsageError(f"--bootstrap must be at least 1, got {bootstrap}")
+        if (neg_a is None) != (neg_b is None):
+            raise UsageError("give negatives for both models (--neg-a and --neg-b) or neither")
+        out_format = _resolve_format(fmt, output)
+        options = _engine_options((tau,), similarity, in_batch, batch_size, symmetric, device,
+                                  dtype, max_memory, has_negatives=neg_a is not None,
+                                  allow_tf32=allow_tf32)
+        cosine = similarity is SimilarityChoice.COSINE
+        a = _load_inputs(query_a, pos_a, neg_a, None, None, None, None, None, None, None, cosine)
+        b = _load_inputs(query_b, pos_b, neg_b, None, None, None, None, None, None, None, cosine)
+        if a.query.shape[0] != b.query.shape[0]:
+            raise InputError(f"{b.query.label}: has {b.query.shape[0]} pairs but "
+                             f"{a.query.label} has {a.query.shape[0]}; compare needs the same "
+                             "pairs in the same order")
+        if output is not None:
+            io.check_output_path(output, a.paths + b.paths)
+        scores = []
+        with _progress(2 * a.query.shape[0], quiet) as advance:
+            for inputs in (a, b):
+                started = time.perf_counter()
+                negatives = inputs.negatives.values if inputs.negatives is not None else None
+                per_sample = engine.score_embeddings(inputs.query.values, inputs.positive.values,
+                                                     negatives, options, advance)
+                scores.append((per_sample, time.perf_counter() - started))
+        result = api.compare_scores(scores[0], scores[1], options, recall, bootstrap, seed)
+        if out_format is OutputFormat.TABLE:
+            _emit(render.compare_table(result), output)
+        elif out_format is OutputFormat.CSV:
+            _emit(render.compare_csv(result), output)
+        else:
+            _emit(render.to_json(result.to_dict()), output)
+        if fail_if_worse and result.worse(metric.value):
+            diff = result.difference[metric.value]
+            print(f"error: quality gate failed: B is worse than A on {metric.value} "
+                  f"(B − A = {diff.value:.6g}, 95% interval [{diff.ci_low:.6g}, "
+                  f"{diff.ci_high:.6g}], p = {diff.p_value:.3g})", file=sys.stderr)
+            raise typer.Exit(int(ExitCode.GATE_FAILED))
 
 
 class Spacing(StrEnum):

@@ -80,6 +80,8 @@ class EngineOptions:
     max_memory: int = DEFAULT_MAX_MEMORY
     allow_tf32: bool = False
     """On CUDA, let float32 matrix products use TF32 (faster, about 1e-3 relative error)."""
+    mask_duplicates: bool = False
+    """Drop candidates bit-identical to the query's positive instead of counting them."""
     moments: bool = False
     """Also accumulate the softmax moments the temperature fit needs."""
 
@@ -101,6 +103,7 @@ class PerSampleScores:
     hardest_negative_index: torch.Tensor  # (N,) int64
     rank: torch.Tensor  # (N,) int64
     num_candidates: torch.Tensor  # (N,) int64
+    masked: torch.Tensor  # (N,) int64: false negatives dropped from the candidate set
     mode: NegativeMode
     positive_unbeaten: torch.Tensor
     """(N,) bool: no negative scores above the positive (ties allowed), in every direction."""
@@ -110,6 +113,22 @@ class PerSampleScores:
     """(N, T): Var_softmax[x], the second derivative of the loss in s = 1/τ."""
     mean_candidate_gap: torch.Tensor | None = None
     """(N,): mean over C_i of x − x_pos, the derivative of the loss at s = 0 (τ → ∞)."""
+
+
+@dataclass(frozen=True)
+class CandidateIds:
+    """Integer keys that mark false negatives: a candidate whose key equals the query's is
+    not a negative, and is dropped from its candidate set.
+
+    ``positive`` (N,): each row's positive; in-batch candidate j is dropped for query i
+    when the keys match. ``negative``: (K,) for a shared pool or (N, M) for paired
+    negatives, compared with the query's positive key. ``group`` (N,): rows that share
+    a query (several positives); other rows of the group are not in-batch negatives.
+    """
+
+    positive: torch.Tensor | None = None
+    negative: torch.Tensor | None = None
+    group: torch.Tensor | None = None
 
 
 def negative_mode(negatives: Rows | None, in_batch: bool) -> NegativeMode:
@@ -130,6 +149,7 @@ def score_embeddings(
     negatives: Rows | None = None,
     options: EngineOptions | None = None,
     on_rows_done: Callable[[int], None] | None = None,
+    ids: CandidateIds | None = None,
 ) -> PerSampleScores:
     """Per-sample InfoNCE losses and ranks for every temperature in the options.
 
@@ -146,20 +166,21 @@ def score_embeddings(
     ([1, 1], [2, 2])
     """
     options = options or EngineOptions()
-    passes = similarity_passes(query, positive, negatives, options)
+    passes = similarity_passes(query, positive, negatives, options, ids)
     return fold_passes(passes, options.temperatures, options.moments, on_rows_done)
 
 
 def similarity_passes(
-    query: Rows, positive: Rows, negatives: Rows | None, options: EngineOptions
+    query: Rows, positive: Rows, negatives: Rows | None, options: EngineOptions,
+    ids: CandidateIds | None = None,
 ) -> list[SimilarityPass]:
     """The similarity passes a computation needs: one, or two when symmetric."""
     mode = negative_mode(negatives, options.in_batch)
     if options.symmetric and mode is not NegativeMode.IN_BATCH:
         raise UsageError("--symmetric works with in-batch negatives only (leave out --neg)")
-    passes = [SimilarityPass(query, positive, negatives, mode, options)]
+    passes = [SimilarityPass(query, positive, negatives, mode, options, ids)]
     if options.symmetric:
-        passes.append(SimilarityPass(positive, query, None, mode, options))
+        passes.append(SimilarityPass(positive, query, None, mode, options, ids))
     return passes
 
 
@@ -251,13 +272,16 @@ class ScoredBlock:
     """Scores of a query block against one candidate block, ready to fold.
 
     ``excluded`` lists the (row, column) entries that are not candidates (a
-    query's own positive among the in-batch positives): their scores are -inf.
+    query's own positive among the in-batch positives, masked false negatives):
+    their scores are -inf.
     A candidate identical to the positive carries exactly the positive's score.
     """
 
     scores: torch.Tensor  # (B, C)
     first_index: int  # index of column 0 in the mode's negative numbering
     excluded: tuple[torch.Tensor, torch.Tensor] | None = None
+    masked_rows: torch.Tensor | None = None
+    """Row of each excluded entry that was a false negative (masked), for counting."""
 
 
 @dataclass
@@ -303,9 +327,11 @@ class SimilarityPass:
         negatives: Rows | None,
         mode: NegativeMode,
         options: EngineOptions,
+        ids: CandidateIds | None = None,
     ) -> None:
         self.query, self.positive, self.negatives = query, positive, negatives
         self.mode, self.options = mode, options
+        self.ids = ids or CandidateIds()
         self.n = int(query.shape[0])
         self.dim = int(query.shape[-1])
         self.num_scores = self.n * self._candidates_per_query()
@@ -394,11 +420,18 @@ class SimilarityPass:
         start: int, stop: int, batch_start: int, batch_stop: int,
     ) -> Iterator[ScoredBlock]:
         similarity = self.options.similarity
+        keys = self.ids
+        row_key = None if keys.positive is None else keys.positive[start:stop]
         if self.mode is NegativeMode.PAIRED:
             # Negatives and positives go through the same row-wise arithmetic, so a copy
             # of the positive already ties with it.
             rows = self._rows(self.negatives, start, stop, matrix=False)  # type: ignore[arg-type]
-            yield ScoredBlock(paired(queries, rows.raw, similarity), 0)
+            scores = paired(queries, rows.raw, similarity)
+            drop = _key_matches(row_key, _slice(keys.negative, start, stop))
+            if self.options.mask_duplicates:
+                copies = (rows.raw == positives.raw[:, None, :]).all(dim=-1)
+                drop = copies if drop is None else drop | copies
+            yield _finish(scores, 0, drop, None)
             return
         if self.mode is NegativeMode.SHARED:
             pool: Rows = self.negatives  # type: ignore[assignment]
@@ -406,29 +439,88 @@ class SimilarityPass:
                 last = min(first + self.candidate_block, int(pool.shape[0]))
                 rows = self._rows(pool, first, last)
                 scores = pairwise(queries, rows.prepared, similarity)
-                yield ScoredBlock(_tie_copies(scores, positive_score, rows, positives), first)
+                drop = _key_matches(row_key, _slice(keys.negative, first, last))
+                yield self._with_copies(scores, first, drop, None, positive_score, rows,
+                                        positives)
             return
         for first in range(batch_start, batch_stop, self.candidate_block):
             last = min(first + self.candidate_block, batch_stop)
             rows = self._positive_rows(first, last)
             scores = pairwise(queries, rows.prepared, similarity)
-            scores = _tie_copies(scores, positive_score, rows, positives)
-            excluded = _own_positions(start, stop, first, last, scores.device)
-            if excluded is not None:  # the positive itself: counted once, up front
-                scores.index_put_(excluded, torch.tensor(-math.inf, device=scores.device))
-            yield ScoredBlock(scores, first, excluded)
+            own = _own_positions(start, stop, first, last, scores.device)
+            drop = _key_matches(row_key, _slice(keys.positive, first, last))
+            groups = _key_matches(_slice(keys.group, start, stop), _slice(keys.group, first, last))
+            drop = groups if drop is None else drop if groups is None else drop | groups
+            yield self._with_copies(scores, first, drop, own, positive_score, rows, positives)
         if self.mode is NegativeMode.IN_BATCH_PAIRED:
             negatives: Rows = self.negatives  # type: ignore[assignment]
             per_row = int(negatives.shape[1])
             rows_per_block = max(1, self.candidate_block // per_row)
             for first in range(batch_start, batch_stop, rows_per_block):
-                block = self._rows(negatives, first, min(first + rows_per_block, batch_stop))
+                last = min(first + rows_per_block, batch_stop)
+                block = self._rows(negatives, first, last)
                 fingerprint = block.fingerprint
                 rows = _Rows(block.raw.reshape(-1, self.dim), block.prepared.reshape(-1, self.dim),
                              None if fingerprint is None else fingerprint.reshape(-1))
                 scores = pairwise(queries, rows.prepared, similarity)
-                yield ScoredBlock(_tie_copies(scores, positive_score, rows, positives),
-                                  self.n + first * per_row)
+                negative_keys = _slice(keys.negative, first, last)
+                drop = _key_matches(row_key, None if negative_keys is None
+                                    else negative_keys.reshape(-1))
+                yield self._with_copies(scores, self.n + first * per_row, drop, None,
+                                        positive_score, rows, positives)
+
+    def _with_copies(
+        self, scores: torch.Tensor, first_index: int, drop: torch.Tensor | None,
+        own: tuple[torch.Tensor, torch.Tensor] | None, positive_score: torch.Tensor,
+        rows: _Rows, positives: _Rows,
+    ) -> ScoredBlock:
+        """Tie (or, with mask_duplicates, drop) copies of the positive, then finish the block."""
+        copies = _copy_positions(rows, positives)
+        if copies is not None:
+            if self.options.mask_duplicates:
+                drop = torch.zeros_like(scores, dtype=torch.bool) if drop is None else drop
+                drop[copies] = True
+            else:
+                scores.index_put_(copies, positive_score[copies[0]].to(scores.dtype))
+        return _finish(scores, first_index, drop, own)
+
+
+def _slice(keys: torch.Tensor | None, start: int, stop: int) -> torch.Tensor | None:
+    return None if keys is None else keys[start:stop]
+
+
+def _key_matches(
+    row_keys: torch.Tensor | None, candidate_keys: torch.Tensor | None
+) -> torch.Tensor | None:
+    """(B, C) True where a candidate's key equals its query's; candidate keys are (C,) shared
+    by the block or (B, C) per row."""
+    if row_keys is None or candidate_keys is None:
+        return None
+    if candidate_keys.ndim == 1:
+        return row_keys[:, None] == candidate_keys[None, :]
+    return candidate_keys == row_keys[:, None]
+
+
+def _finish(
+    scores: torch.Tensor, first_index: int, drop: torch.Tensor | None,
+    own: tuple[torch.Tensor, torch.Tensor] | None,
+) -> ScoredBlock:
+    """Set excluded entries to -inf: the query's own positive (counted once, up front) and
+    masked false negatives (counted in ``masked_rows``)."""
+    minus_inf = torch.tensor(-math.inf, device=scores.device)
+    if own is not None:
+        scores.index_put_(own, minus_inf)
+        if drop is not None:
+            drop[own] = False
+    if drop is None:
+        return ScoredBlock(scores, first_index, own)
+    row, column = torch.nonzero(drop, as_tuple=True)
+    if row.numel() == 0:
+        return ScoredBlock(scores, first_index, own)
+    scores.index_put_((row, column), minus_inf)
+    excluded = (row, column) if own is None else (torch.cat([own[0], row]),
+                                                  torch.cat([own[1], column]))
+    return ScoredBlock(scores, first_index, excluded, row)
 
 
 @dataclass
@@ -458,30 +550,30 @@ def _own_positions(
     return own - start, own - first
 
 
-def _tie_copies(
-    scores: torch.Tensor, positive_score: torch.Tensor, candidates: _Rows, positives: _Rows
-) -> torch.Tensor:
-    """Give a candidate bit-identical to the query's positive exactly the positive's score.
+def _copy_positions(
+    candidates: _Rows, positives: _Rows
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(row, column) of candidates bit-identical to the row's positive.
 
     A matrix product and a row-wise product may round the same dot product
     differently in the last bit, which would let a copy of the positive beat it
-    or lose to it by chance. Copies are found by row fingerprints, then checked
-    bit for bit, so the common case (no copies) costs almost nothing.
+    or lose to it by chance; such copies are given the positive's exact score (or
+    dropped). They are found by row fingerprints, then checked bit for bit, so the
+    common case (no copies) costs almost nothing.
     """
     if candidates.fingerprint is None or positives.fingerprint is None:
-        return scores
+        return None
     hit = torch.isin(candidates.fingerprint, positives.fingerprint)
     if not bool(hit.any()):
-        return scores
+        return None
     columns = torch.nonzero(hit).squeeze(1)
     match = candidates.fingerprint[columns][None, :] == positives.fingerprint[:, None]
     row, which = torch.nonzero(match, as_tuple=True)
     column = columns[which]
     same = (candidates.raw[column] == positives.raw[row]).all(dim=-1)
-    row, column = row[same], column[same]
-    if row.numel() == 0:
-        return scores
-    return scores.index_put((row, column), positive_score[row].to(scores.dtype))
+    if not bool(same.any()):
+        return None
+    return row[same], column[same]
 
 
 class _RunningState:
@@ -508,6 +600,7 @@ class _RunningState:
             self.gap_sum = torch.zeros_like(positive_score)
         self.at_or_above = torch.zeros(rows, dtype=torch.int64, device=device)
         self.num_candidates = torch.ones(rows, dtype=torch.int64, device=device)
+        self.masked = torch.zeros(rows, dtype=torch.int64, device=device)
         self.hardest_score = torch.full((rows,), -math.inf, dtype=dtype, device=device)
         self.hardest_index = torch.full((rows,), -1, dtype=torch.int64, device=device)
 
@@ -520,6 +613,9 @@ class _RunningState:
             if block.excluded is not None:
                 self.num_candidates.index_add_(
                     0, block.excluded[0], torch.full_like(block.excluded[0], -1))
+            if block.masked_rows is not None:
+                self.masked.index_add_(0, block.masked_rows,
+                                       torch.ones_like(block.masked_rows))
             at_or_above = detached >= self.positive_score.detach()[:, None]
             self.at_or_above += at_or_above.sum(dim=1, dtype=torch.int32)
             block_max = detached.amax(dim=1)
@@ -553,6 +649,7 @@ class _RunningState:
             "hardest_negative_index": self.hardest_index,
             "rank": self.at_or_above + 1,
             "num_candidates": self.num_candidates,
+            "masked": self.masked,
         }
         if self.first_moment is not None and self.second_moment is not None:
             mean_gap = self.first_moment / self.sums

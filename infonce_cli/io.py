@@ -95,6 +95,30 @@ def load_ids(path: str, column: str) -> np.ndarray[Any, Any]:
     return np.asarray(array.to_numpy(zero_copy_only=False))
 
 
+def load_id_array(path: str) -> np.ndarray[Any, Any]:
+    """Ids from an .npy file: integers or strings, never objects."""
+    _existing_file(path)
+    if not path.lower().endswith(".npy"):
+        raise InputError(f"{path}: ids must be an .npy array (or a Parquet column)")
+    values = np.asarray(_npy_ids(path))
+    if values.dtype.kind not in "iuUS":
+        raise InputError(f"{path}: ids must be integers or strings, got {values.dtype.name}")
+    return values
+
+
+def _npy_ids(path: str) -> np.ndarray[Any, Any]:
+    try:
+        values: np.ndarray[Any, Any] = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        if "pickle" in str(exc).lower():
+            raise InputError(f"{path}: holds Python objects (pickled data), which are never "
+                             "loaded; save the ids as integers or strings") from None
+        raise InputError(f"{path}: not a valid .npy file ({_first_line(exc)})") from None
+    except Exception as exc:
+        raise InputError(f"{path}: not a valid .npy file ({_first_line(exc)})") from None
+    return values
+
+
 def _read_column(path: str, column: str) -> pa.Array:
     try:
         return pq.read_table(path, columns=[column]).column(column).combine_chunks()

@@ -81,3 +81,56 @@ def mi_notes(bound: float, ceiling: float) -> tuple[str, ...]:
             "nats: it is saturated, and more negatives would be needed to measure more",
         )
     return ()
+
+
+def per_query_metrics(
+    groups: np.ndarray[Any, Any],
+    rank: np.ndarray[Any, Any],
+    positive_score: np.ndarray[Any, Any],
+    others_masked: bool,
+    recall_at: tuple[int, ...] = DEFAULT_RECALL_AT,
+) -> dict[str, Any]:
+    """Retrieval metrics per query when several rows (positives) share a query.
+
+    ``groups`` (N,) are integer query keys. A query's best positive is its lowest rank
+    (accuracy@1, MRR); recall@k is the fraction of its positives among its top k
+    candidates. When the other positives were masked from each row's candidates
+    (``others_masked``), a positive's place among all candidates is its rank plus the
+    number of the query's other positives scoring at or above it.
+
+    >>> m = per_query_metrics(np.array([0, 0, 1]), np.array([1, 1, 2]),
+    ...                       np.array([0.9, 0.5, 0.7]), others_masked=True, recall_at=(1, 2))
+    >>> m["queries"], m["accuracy_at_1"], m["recall_at"]
+    (2, 0.5, {'1': 0.25, '2': 1.0})
+    """
+    order = np.lexsort((-positive_score, groups))
+    sorted_groups = groups[order]
+    starts = np.flatnonzero(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]])
+    sizes = np.diff(np.r_[starts, len(order)])
+    place = rank[order].astype(np.int64)
+    if others_masked:
+        # Within a group sorted by falling score, count the other positives scoring at or
+        # above each one (ties count against it, as everywhere).
+        scores = positive_score[order]
+        for start, size in zip(starts, sizes, strict=True):
+            block = scores[start:start + size]
+            at_or_above = np.searchsorted(-block, -block, side="right") - 1
+            place[start:start + size] += at_or_above
+    best = np.minimum.reduceat(place, starts)
+    return {
+        "queries": int(len(starts)),
+        "accuracy_at_1": float((best == 1).mean()),
+        "mrr": float((1.0 / best).mean()),
+        "recall_at": {str(k): float((np.add.reduceat((place <= k).astype(np.float64), starts)
+                                      / sizes).mean()) for k in recall_at},
+    }
+
+
+def group_means(groups: np.ndarray[Any, Any], values: np.ndarray[Any, Any]) -> FloatArray:
+    """Mean of ``values`` per group key, in key order.
+
+    >>> group_means(np.array([1, 0, 1]), np.array([1.0, 5.0, 3.0])).tolist()
+    [5.0, 2.0]
+    """
+    _, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    return np.bincount(inverse, weights=values) / counts

@@ -31,7 +31,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from .results import ScoreResult, SweepResult
+from .results import CompareResult, ScoreResult, SweepResult
 
 stderr_console = Console(stderr=True, highlight=False)
 
@@ -113,12 +113,34 @@ def score_table(result: ScoreResult) -> Table:
         ("candidates per query", candidates),
         ("MI lower bound", f"{_fmt(result.mi_lower_bound_nats)} nats "
                            f"({_fmt(result.mi_lower_bound_bits)} bits)"),
+        *((("masked false negatives", f"{result.masked}"),) if result.masked is not None
+          else ()),
+        *((f"95% interval of {name}", f"[{_fmt(low)}, {_fmt(high)}]")
+          for name, (low, high) in (result.intervals or {}).items()),
         ("device / dtype", f"{run.device} / {run.dtype}"),
         ("seconds", _fmt(run.seconds, 3)),
     ]
     for name, value in rows:
         table.add_row(name, value)
     return table
+
+
+def score_report(result: ScoreResult) -> Group:
+    """The aggregate table, followed by the worst samples when asked for."""
+    parts: list[Any] = [score_table(result)]
+    if result.worst:
+        worst = Table(title=f"{len(result.worst)} highest losses", title_justify="left")
+        for name in ("index", "id", "loss", "positive", "hardest negative", "its score", "rank"):
+            worst.add_column(name, justify="left" if name in ("id", "hardest negative")
+                             else "right")
+        for row in result.worst:
+            hardest = row["hardest_negative_id"]
+            worst.add_row(str(row["index"]), "—" if row["id"] is None else str(row["id"]),
+                          _fmt(row["loss"]), _fmt(row["positive_score"]),
+                          str(row["hardest_negative_index"] if hardest is None else hardest),
+                          _fmt(row["hardest_negative_score"]), str(row["rank"]))
+        parts.append(worst)
+    return Group(*parts)
 
 
 def print_notes(notes: tuple[str, ...] | list[str]) -> None:
@@ -327,3 +349,28 @@ def sweep_report(result: SweepResult) -> Group:
 def sweep_csv(result: SweepResult) -> str:
     """One CSV line per grid temperature."""
     return to_csv([row.to_dict() for row in result.rows])
+
+
+# ---------------------------------------------------------------- comparisons
+
+
+def compare_table(result: CompareResult) -> Table:
+    """A, B and B − A per metric, with the 95% interval and p-value of the difference."""
+    table = Table(title=f"{result.n} pairs · B − A with paired-bootstrap 95% intervals "
+                        f"({result.resamples} resamples)", title_justify="left")
+    for name in ("metric", "A", "B", "B − A", "95% interval", "p"):
+        table.add_column(name, justify="left" if name == "metric" else "right")
+    for metric, diff in result.difference.items():
+        worse = result.worse(metric)
+        better = (diff.ci_high < 0 if metric in result.lower_is_better else diff.ci_low > 0)
+        style = "red" if worse else "green" if better else None
+        table.add_row(metric, _fmt(result.a[metric]), _fmt(result.b[metric]),
+                      f"{diff.value:+.4f}", f"[{diff.ci_low:+.4f}, {diff.ci_high:+.4f}]",
+                      f"{diff.p_value:.3g}", style=style)
+    return table
+
+
+def compare_csv(result: CompareResult) -> str:
+    """One CSV line per metric."""
+    return to_csv([{"metric": metric, "a": result.a[metric], "b": result.b[metric],
+                    **diff.to_dict()} for metric, diff in result.difference.items()])

@@ -90,6 +90,17 @@ class ScoreResult:
     mi_ceiling_nats: float
     notes: tuple[str, ...] = field(default_factory=tuple)
     temperature_fitted: bool = False
+    masked: int | None = None
+    """False negatives dropped from the candidate sets, when masking was asked for."""
+    skipped: int = 0
+    """Queries left out of the aggregates because masking left them no negative."""
+    intervals: dict[str, tuple[float, float]] | None = None
+    """Bootstrap 95% intervals of loss_mean, accuracy_at_1 and mrr (``--ci``)."""
+    resamples: int = 0
+    worst: tuple[dict[str, Any], ...] | None = None
+    per_query: dict[str, Any] | None = None
+    """Metrics per query when several rows share one (``--query-ids``)."""
+    multi_positive: str | None = None
 
     @property
     def mi_lower_bound_bits(self) -> float:
@@ -111,6 +122,17 @@ class ScoreResult:
         }
         if self.temperature_fitted:
             out["temperature_fitted"] = True
+        if self.masked is not None:
+            out["masked"] = self.masked
+            out["skipped"] = self.skipped
+        if self.intervals is not None:
+            out["ci"] = {"level": 0.95, "resamples": self.resamples,
+                         **{k: {"low": lo, "high": hi} for k, (lo, hi) in self.intervals.items()}}
+        if self.worst is not None:
+            out["worst"] = list(self.worst)
+        if self.per_query is not None:
+            out["multi_positive"] = self.multi_positive
+            out["per_query"] = self.per_query
         out.update(run)
         out["notes"] = list(self.notes)
         return out
@@ -163,3 +185,51 @@ class SweepResult:
         }
         out.update(run)
         return out
+
+
+@dataclass(frozen=True)
+class Difference:
+    """B − A for one metric, with a paired-bootstrap interval and a paired test's p-value."""
+
+    value: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+
+    def to_dict(self) -> dict[str, float]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class CompareResult:
+    """The result of ``infonce compare``: metrics of A and B on the same pairs, and B − A."""
+
+    n: int
+    a: dict[str, float]
+    b: dict[str, float]
+    difference: dict[str, Difference]
+    resamples: int
+    seed: int
+    run_a: RunInfo
+    run_b: RunInfo
+    lower_is_better: tuple[str, ...] = ("loss_mean",)
+
+    def worse(self, metric: str) -> bool:
+        """Whether B is significantly worse than A on a metric (its 95% interval excludes 0)."""
+        diff = self.difference[metric]
+        return diff.ci_low > 0 if metric in self.lower_is_better else diff.ci_high < 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "n": self.n,
+            "a": {k: {"value": v} for k, v in self.a.items()},
+            "b": {k: {"value": v} for k, v in self.b.items()},
+            "difference": {k: d.to_dict() for k, d in self.difference.items()},
+            "bootstrap": {"resamples": self.resamples, "seed": self.seed, "level": 0.95,
+                          "test": "paired sign-flip permutation"},
+            "similarity": self.run_a.similarity,
+            "negatives": {"a": self.run_a.negatives, "b": self.run_b.negatives},
+            "device": self.run_a.device,
+            "dtype": self.run_a.dtype,
+            "seconds": self.run_a.seconds + self.run_b.seconds,
+        }

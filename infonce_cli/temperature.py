@@ -21,6 +21,7 @@ import torch
 
 from .engine import (
     CachedPass,
+    CandidateIds,
     EngineOptions,
     PerSampleScores,
     Rows,
@@ -110,10 +111,11 @@ class SweepScores:
 
 
 def prepare_passes(
-    query: Rows, positive: Rows, negatives: Rows | None, options: EngineOptions
+    query: Rows, positive: Rows, negatives: Rows | None, options: EngineOptions,
+    ids: CandidateIds | None = None,
 ) -> list[SimilarityPass | CachedPass]:
     """Similarity passes, kept in memory when all their scores fit the memory budget."""
-    passes = similarity_passes(query, positive, negatives, options)
+    passes = similarity_passes(query, positive, negatives, options, ids)
     if sum(p.num_scores for p in passes) * _SCORE_BYTES <= options.max_memory:
         return [p.cached() for p in passes]
     return list(passes)
@@ -150,6 +152,7 @@ def score_at_optimum(
     negatives: Rows | None,
     options: EngineOptions | None = None,
     on_rows_done: Callable[[int], None] | None = None,
+    ids: CandidateIds | None = None,
 ) -> tuple[float, PerSampleScores]:
     """Fit the loss-minimising temperature (from the default grid), and score at it.
 
@@ -157,7 +160,7 @@ def score_at_optimum(
     """
     options = options or EngineOptions()
     temperatures = temperature_grid(*DEFAULT_GRID)
-    passes = prepare_passes(query, positive, negatives, options)
+    passes = prepare_passes(query, positive, negatives, options, ids)
     grid = fold_passes(passes, temperatures, on_rows_done=on_rows_done)
     optimum = fit_temperature(passes, temperatures, grid.loss.detach(), grid.positive_unbeaten)
     if optimum.temperature is None:

@@ -27,8 +27,9 @@ def similarity(a: np.ndarray, b: np.ndarray, kind: str) -> float:
     return -float(((a - b) ** 2).sum())
 
 
-def candidate_sets(n, negatives, in_batch, batch_size, positives):
-    """For each query: a list of (negative index, vector), the positive excluded."""
+def candidate_sets(n, negatives, in_batch, batch_size, positives, drop=None):
+    """For each query: a list of (negative index, vector), the positive excluded, and those
+    for which ``drop(query, negative index)`` holds."""
     sets = []
     size = batch_size or n
     for i in range(n):
@@ -45,14 +46,16 @@ def candidate_sets(n, negatives, in_batch, batch_size, positives):
             per = negatives.shape[1]
             cands += [(n + r * per + m, negatives[r, m]) for r in range(start, stop)
                       for m in range(per)]
+        if drop is not None:
+            cands = [(j, vec) for j, vec in cands if not drop(i, j)]
         sets.append(cands)
     return sets
 
 
 def reference(query, positive, negatives=None, *, temperature=0.05, kind="cosine",
-              in_batch=False, batch_size=None, symmetric=False) -> Reference:
+              in_batch=False, batch_size=None, symmetric=False, drop=None) -> Reference:
     n = len(query)
-    sets = candidate_sets(n, negatives, in_batch, batch_size, positive)
+    sets = candidate_sets(n, negatives, in_batch, batch_size, positive, drop)
     out = {k: [] for k in Reference.__dataclass_fields__}
     for i in range(n):
         pos = similarity(query[i], positive[i], kind)
