@@ -378,12 +378,13 @@ def _plain(value: Any) -> Any:
 
 
 def per_sample_columns(
-    per_sample: PerSampleScores, ids: np.ndarray[Any, Any] | None = None, masked: bool = False
+    per_sample: PerSampleScores, ids: np.ndarray[Any, Any] | None = None, masked: bool = False,
+    first_row: int = 0,
 ) -> dict[str, np.ndarray[Any, Any]]:
     """The per-sample table: index, id (when given), loss, scores, rank, candidates, p(positive)."""
     loss = per_sample.loss[:, 0].detach().cpu().double().numpy()
     hardest = per_sample.hardest_negative_score.detach().cpu().double().numpy()
-    columns: dict[str, np.ndarray[Any, Any]] = {"index": np.arange(len(loss))}
+    columns: dict[str, np.ndarray[Any, Any]] = {"index": np.arange(len(loss)) + first_row}
     if ids is not None:
         columns["id"] = ids
     columns.update(

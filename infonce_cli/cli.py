@@ -13,7 +13,7 @@ import re
 import sys
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -22,11 +22,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from . import __version__
-from .errors import ExitCode, InfonceError, InputError, UsageError
+from .errors import ExitCode, InfonceError, InputError, OutputError, UsageError
 
 if TYPE_CHECKING:
     import numpy as np
 
+    from .distributed import Cluster
     from .engine import EngineOptions
     from .io import Embeddings
 
@@ -59,6 +60,17 @@ class DtypeChoice(StrEnum):
 
 
 # ---------------------------------------------------------------- error handling
+
+
+@contextlib.contextmanager
+def _together(cluster: Cluster) -> Iterator[None]:
+    """Run a step on every rank; if it fails on any, it fails on all, with that message."""
+    error: BaseException | None = None
+    try:
+        yield
+    except Exception as exc:
+        error = exc
+    cluster.check(error)
 
 
 @contextlib.contextmanager
@@ -207,18 +219,25 @@ def _load_inputs(
     query: str, pos: str, neg: str | None,
     query_key: str | None, pos_key: str | None, neg_key: str | None,
     query_col: str | None, pos_col: str | None, neg_col: str | None,
-    id_col: str | None, cosine: bool,
+    id_col: str | None, cosine: bool, cluster: Cluster | None = None,
 ) -> _Inputs:
+    """Load and check the inputs; in a distributed run each rank checks its share of rows."""
     from . import io
+    from .distributed import Cluster
+
+    cluster = cluster or Cluster()
 
     query_array = io.load_embeddings(query, key=query_key, column=query_col)
     positive_array = io.load_embeddings(pos, key=pos_key, column=pos_col)
     negative_array = (io.load_embeddings(neg, key=neg_key, column=neg_col, ndims=(2, 3))
                       if neg is not None else None)
     io.check_pairs(query_array, positive_array, negative_array)
+    share = cluster.share(query_array.shape[0])
     for embeddings in (query_array, positive_array, negative_array):
         if embeddings is not None:
-            io.check_values(embeddings, nonzero=cosine)
+            paired_rows = embeddings is not negative_array or len(embeddings.shape) == 3
+            rows = share if paired_rows else cluster.share(embeddings.shape[0])
+            io.check_values(embeddings, nonzero=cosine, rows=rows)
     ids = None
     if id_col is not None:
         source = next((p for p in (query, pos) if io.is_parquet(p)), None)
@@ -285,6 +304,7 @@ def _engine_options(
     temperatures: tuple[float, ...], similarity: SimilarityChoice, in_batch: bool,
     batch_size: int | None, symmetric: bool, device: str, dtype: DtypeChoice, max_memory: str,
     has_negatives: bool, allow_tf32: bool = False, mask_duplicates: bool = False,
+    cluster: Cluster | None = None,
 ) -> EngineOptions:
     import torch
 
@@ -297,6 +317,8 @@ def _engine_options(
         raise UsageError("--in-batch pools the batch with paired negatives: give --neg "
                          "(N, M, d); without --neg, negatives are in-batch already")
     torch_device = parse_device(device)
+    if cluster is not None and cluster.world > 1 and torch_device.type == "cuda":
+        torch_device = torch.device("cuda", cluster.local_rank)
     torch_dtype = getattr(torch, dtype.value)
     return EngineOptions(
         temperatures=temperatures,
@@ -418,74 +440,134 @@ def score(
 ) -> None:
     """Per-sample and aggregate InfoNCE loss, ranks and retrieval metrics."""
     with _reported_errors(debug):
-        from . import api, engine, io, render
+        from . import api, distributed, engine, render
         from .temperature import score_at_optimum
 
         auto = temperature.strip().lower() == "auto"
         tau = 1.0 if auto else parse_temperature(temperature)
         recall = parse_recall_at(recall_at)
         out_format = _resolve_format(fmt, output)
-        per_sample_suffix = None
-        if per_sample is not None and per_sample != "-":
-            per_sample_suffix = Path(per_sample).suffix.lower()
-            if per_sample_suffix not in render.PER_SAMPLE_WRITERS:
-                raise UsageError(f"--per-sample {per_sample}: use a .parquet, .csv or .jsonl "
-                                 "file name, or - for JSONL on stdout")
         if bootstrap < 1 or worst < 0:
             raise UsageError("--bootstrap must be at least 1 and --worst at least 0")
-        options = _engine_options((tau,), similarity, in_batch, batch_size, symmetric, device,
-                                  dtype, max_memory, has_negatives=neg is not None,
-                                  allow_tf32=allow_tf32, mask_duplicates=mask_duplicates)
-        inputs = _load_inputs(query, pos, neg, query_key, pos_key, neg_key, query_col, pos_col,
-                              neg_col, id_col, cosine=similarity is SimilarityChoice.COSINE)
-        masking = _load_masking_ids(inputs, pos, neg, pos_ids, neg_ids, pos_id_col, neg_id_col)
-        groups = _load_query_ids(inputs, query, query_ids, query_id_col)
-        supcon = multi_positive is MultiPositive.SUPCON
-        if groups is not None and neg is not None:
-            raise UsageError("--query-ids works with in-batch negatives (leave out --neg)")
-        for target in (output, per_sample if per_sample != "-" else None):
-            if target is not None:
-                io.check_output_path(target, inputs.paths)
-        negatives = inputs.negatives.values if inputs.negatives is not None else None
-        arrays = (inputs.query.values, inputs.positive.values, negatives)
-        group_mask = groups if groups is not None and not supcon else None
-        ids = api.candidate_ids(*masking, group_mask, device=options.device) if any(
-            x is not None for x in (*masking, group_mask)) else None
-        masks = ids is not None or mask_duplicates
-        report = api.Report(recall, masking=masks, allow_empty=allow_empty,
-                            resamples=bootstrap if ci else 0, seed=seed, worst=worst,
-                            row_ids=inputs.ids if inputs.ids is not None else masking[0],
-                            negative_ids=masking[1], groups=groups, supcon=supcon)
-        with _progress(inputs.query.shape[0], quiet) as advance:
-            started = time.perf_counter()
-            if auto:
-                fitted, per_sample_scores = score_at_optimum(*arrays, options, advance, ids)
-                options = dataclasses.replace(options, temperatures=(fitted,))
-            else:
-                per_sample_scores = engine.score_embeddings(*arrays, options, advance, ids)
-            result = api.summarize(per_sample_scores, options, time.perf_counter() - started,
-                                   report, temperature_fitted=auto)
-        if per_sample is not None:
-            columns = api.per_sample_columns(per_sample_scores, inputs.ids, masked=masks)
-            if per_sample == "-":
-                sys.stdout.writelines(render.jsonl_lines(columns))
-                sys.stdout.flush()
-            else:
-                assert per_sample_suffix is not None
-                writer = render.PER_SAMPLE_WRITERS[per_sample_suffix]
-                io.write_atomically(per_sample, lambda handle: writer(columns, handle))
-        rows_on_stdout = per_sample == "-"
+        cluster = distributed.start(device)
+        try:
+            writer = _per_sample_writer(per_sample, cluster)
+            options = _engine_options((tau,), similarity, in_batch, batch_size, symmetric,
+                                      device, dtype, max_memory, has_negatives=neg is not None,
+                                      allow_tf32=allow_tf32, mask_duplicates=mask_duplicates,
+                                      cluster=cluster)
+            with _together(cluster):
+                inputs = _load_inputs(query, pos, neg, query_key, pos_key, neg_key, query_col,
+                                      pos_col, neg_col, id_col,
+                                      cosine=similarity is SimilarityChoice.COSINE,
+                                      cluster=cluster)
+                masking = _load_masking_ids(inputs, pos, neg, pos_ids, neg_ids, pos_id_col,
+                                            neg_id_col)
+                groups = _load_query_ids(inputs, query, query_ids, query_id_col)
+                if groups is not None and neg is not None:
+                    raise UsageError("--query-ids works with in-batch negatives (leave out "
+                                     "--neg)")
+                _check_outputs(output, per_sample, inputs.paths, cluster)
+            supcon = multi_positive is MultiPositive.SUPCON
+            share = cluster.share(inputs.query.shape[0])
+            if cluster.world > 1:
+                options = dataclasses.replace(options, query_rows=share)
+            negatives = inputs.negatives.values if inputs.negatives is not None else None
+            arrays = (inputs.query.values, inputs.positive.values, negatives)
+            group_mask = groups if groups is not None and not supcon else None
+            ids = api.candidate_ids(*masking, group_mask, device=options.device) if any(
+                x is not None for x in (*masking, group_mask)) else None
+            masks = ids is not None or mask_duplicates
+            report = api.Report(recall, masking=masks, allow_empty=allow_empty,
+                                resamples=bootstrap if ci else 0, seed=seed, worst=worst,
+                                row_ids=inputs.ids if inputs.ids is not None else masking[0],
+                                negative_ids=masking[1], groups=groups, supcon=supcon)
+            with _progress(share[1] - share[0], quiet or not cluster.leader) as advance:
+                started = time.perf_counter()
+                with _together(cluster):
+                    if auto:
+                        fitted, local = score_at_optimum(*arrays, options, advance, ids,
+                                                         cluster.summer())
+                        options = dataclasses.replace(options, temperatures=(fitted,))
+                    else:
+                        local = engine.score_embeddings(*arrays, options, advance, ids)
+                per_sample_scores = distributed.gather_scores(cluster, local)
+                seconds = time.perf_counter() - started
+            if writer is not None:
+                part_ids = None if inputs.ids is None else inputs.ids[share[0]:share[1]]
+                columns = api.per_sample_columns(local, part_ids, masked=masks,
+                                                 first_row=share[0])
+                writer(columns)
+            if not cluster.leader:
+                return
+            result = api.summarize(per_sample_scores, options, seconds, report,
+                                   temperature_fitted=auto)
+        finally:
+            distributed.stop()
         if out_format is OutputFormat.TABLE:
             rendered: Any = render.score_report(result)
         elif out_format is OutputFormat.CSV:
             rendered = render.to_csv([result.to_dict()])
         else:
             rendered = render.to_json(result.to_dict())
-        _emit(rendered, output, to_stderr=rows_on_stdout)
+        _emit(rendered, output, to_stderr=per_sample == "-")
         if not quiet:
             render.print_notes(result.notes)
         _check_gates(result.loss.mean, result.retrieval.accuracy_at_1, fail_above,
                      fail_below_accuracy)
+
+
+def _check_outputs(
+    output: str | None, per_sample: str | None, inputs: list[str], cluster: Cluster
+) -> None:
+    """Refuse outputs that would overwrite an input or have nowhere to go, before any work."""
+    from . import io
+
+    if output is not None:
+        io.check_output_path(output, inputs)
+    if per_sample is None or per_sample == "-":
+        return
+    if cluster.world == 1:
+        io.check_output_path(per_sample, inputs)
+    elif not Path(per_sample).parent.is_dir():
+        raise OutputError(f"{per_sample}: directory {str(Path(per_sample).parent)!r} does "
+                          "not exist")
+
+
+def _per_sample_writer(
+    target: str | None, cluster: Cluster
+) -> Callable[[dict[str, Any]], None] | None:
+    """How per-sample rows are written: JSONL on stdout ('-'), a .parquet/.csv/.jsonl file,
+    or in a distributed run a Parquet dataset (a directory with one part file per rank)."""
+    from . import io, render
+
+    if target is None:
+        return None
+    if target == "-":
+        def to_stdout(columns: dict[str, Any]) -> None:
+            sys.stdout.writelines(render.jsonl_lines(columns))
+            sys.stdout.flush()
+        return to_stdout
+    if cluster.world > 1:
+        directory = Path(target)
+        if directory.suffix:
+            raise UsageError(f"--per-sample {target}: a distributed run writes a Parquet "
+                             "dataset; give a directory name")
+        part = str(directory / f"part-{cluster.rank:05d}.parquet")
+
+        def to_part(columns: dict[str, Any]) -> None:
+            directory.mkdir(exist_ok=True)
+            io.write_atomically(part, lambda handle: render.write_parquet(columns, handle))
+        return to_part
+    suffix = Path(target).suffix.lower()
+    if suffix not in render.PER_SAMPLE_WRITERS:
+        raise UsageError(f"--per-sample {target}: use a .parquet, .csv or .jsonl file name, "
+                         "or - for JSONL on stdout")
+    write = render.PER_SAMPLE_WRITERS[suffix]
+
+    def to_file(columns: dict[str, Any]) -> None:
+        io.write_atomically(target, lambda handle: write(columns, handle))
+    return to_file
 
 
 def _check_gates(loss_mean: float, accuracy: float, fail_above: float | None,
@@ -619,7 +701,7 @@ def sweep_temperature(
 ) -> None:
     """Mean loss at every temperature of a grid from one similarity pass, and the exact optimum."""
     with _reported_errors(debug):
-        from . import api, io, render, temperature
+        from . import api, distributed, io, render, temperature
 
         if temperatures is not None:
             grid = temperature.check_temperatures(_parse_floats(temperatures, "--temperatures"))
@@ -628,20 +710,37 @@ def sweep_temperature(
         recall = parse_recall_at(recall_at)
         out_format = _resolve_format(fmt, output)
         plot_format = _plot_format(plot)
-        options = _engine_options(grid[:1], similarity, in_batch, batch_size, symmetric, device,
-                                  dtype, max_memory, has_negatives=neg is not None,
-                                  allow_tf32=allow_tf32)
-        inputs = _load_inputs(query, pos, neg, query_key, pos_key, neg_key, query_col, pos_col,
-                              neg_col, None, cosine=similarity is SimilarityChoice.COSINE)
-        for target in (output, plot):
-            if target is not None:
-                io.check_output_path(target, inputs.paths)
-        negatives = inputs.negatives.values if inputs.negatives is not None else None
-        with _progress(inputs.query.shape[0], quiet) as advance:
-            started = time.perf_counter()
-            scores = temperature.sweep_embeddings(inputs.query.values, inputs.positive.values,
-                                            negatives, grid, options, advance)
-            result = api.summarize_sweep(scores, options, time.perf_counter() - started, recall)
+        cluster = distributed.start(device)
+        try:
+            options = _engine_options(grid[:1], similarity, in_batch, batch_size, symmetric,
+                                      device, dtype, max_memory, has_negatives=neg is not None,
+                                      allow_tf32=allow_tf32, cluster=cluster)
+            with _together(cluster):
+                inputs = _load_inputs(query, pos, neg, query_key, pos_key, neg_key, query_col,
+                                      pos_col, neg_col, None,
+                                      cosine=similarity is SimilarityChoice.COSINE,
+                                      cluster=cluster)
+                for target in (output, plot):
+                    if target is not None:
+                        io.check_output_path(target, inputs.paths)
+            share = cluster.share(inputs.query.shape[0])
+            if cluster.world > 1:
+                options = dataclasses.replace(options, query_rows=share)
+            negatives = inputs.negatives.values if inputs.negatives is not None else None
+            with _progress(share[1] - share[0], quiet or not cluster.leader) as advance:
+                started = time.perf_counter()
+                with _together(cluster):
+                    local = temperature.sweep_embeddings(
+                        inputs.query.values, inputs.positive.values, negatives, grid, options,
+                        advance, cluster.summer())
+                scores = dataclasses.replace(
+                    local, grid=distributed.gather_scores(cluster, local.grid))
+                seconds = time.perf_counter() - started
+            if not cluster.leader:
+                return
+            result = api.summarize_sweep(scores, options, seconds, recall)
+        finally:
+            distributed.stop()
         if plot is not None and plot_format is not None:
             io.write_atomically(plot, lambda handle: render.write_sweep_plot(result, handle,
                                                                              plot_format))

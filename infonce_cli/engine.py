@@ -82,6 +82,9 @@ class EngineOptions:
     """On CUDA, let float32 matrix products use TF32 (faster, about 1e-3 relative error)."""
     mask_duplicates: bool = False
     """Drop candidates bit-identical to the query's positive instead of counting them."""
+    query_rows: tuple[int, int] | None = None
+    """Score only queries [first, last) (one rank's share of a distributed run); their
+    candidates are the same as in a full run."""
     moments: bool = False
     """Also accumulate the softmax moments the temperature fit needs."""
 
@@ -235,14 +238,15 @@ def _fold(
             state = _RunningState(block.positive_score, scales, moments)
             for scored in block.candidates:
                 state.update(scored)
+            low, high = block.start - source.first_row, block.stop - source.first_row
             for key, value in state.finish().items():
                 if key not in merged:
-                    merged[key] = value.new_empty((source.n, *value.shape[1:]))
-                merged[key][block.start:block.stop] = value
-            done = block.stop
+                    merged[key] = value.new_empty((source.rows, *value.shape[1:]))
+                merged[key][low:high] = value
+            done = high
             if on_rows_done is not None:
-                on_rows_done(block.stop - block.start)
-            if first_rows is not None and block.stop >= first_rows:
+                on_rows_done(high - low)
+            if first_rows is not None and high >= first_rows:
                 break
     merged = {key: value[:done] for key, value in merged.items()}
     unbeaten = merged["hardest_negative_score"] <= merged["positive_score"]
@@ -334,7 +338,9 @@ class SimilarityPass:
         self.ids = ids or CandidateIds()
         self.n = int(query.shape[0])
         self.dim = int(query.shape[-1])
-        self.num_scores = self.n * self._candidates_per_query()
+        self.first_row, last_row = options.query_rows or (0, self.n)
+        self.rows = last_row - self.first_row
+        self.num_scores = self.rows * self._candidates_per_query()
         self.query_block, self.candidate_block = self._block_sizes()
         self._converted_positives: _Rows | None = None
 
@@ -392,15 +398,20 @@ class SimilarityPass:
         return _Rows(raw, prepare_rows(raw, self.options.similarity), _fingerprint(raw))
 
     def _batches(self) -> Iterator[tuple[int, int]]:
+        """The batches that hold this pass's queries."""
         size = self.options.batch_size or self.n
         for start in range(0, self.n, size):
-            yield start, min(start + size, self.n)
+            stop = min(start + size, self.n)
+            if stop > self.first_row and start < self.first_row + self.rows:
+                yield start, stop
 
     def query_blocks(self) -> Iterator[QueryBlock]:
         """Query blocks in order; each block's candidates are computed as they are iterated."""
         for batch_start, batch_stop in self._batches():
-            for start in range(batch_start, batch_stop, self.query_block):
-                stop = min(start + self.query_block, batch_stop)
+            low = max(batch_start, self.first_row)
+            high = min(batch_stop, self.first_row + self.rows)
+            for start in range(low, high, self.query_block):
+                stop = min(start + self.query_block, high)
                 queries = self._rows(self.query, start, stop).prepared
                 positives = self._positive_rows(start, stop)
                 positive_score = paired(queries, positives.raw.unsqueeze(1),
@@ -413,7 +424,7 @@ class SimilarityPass:
         """All of this pass's scores, computed once and kept in memory."""
         blocks = [QueryBlock(b.start, b.stop, b.positive_score, list(b.candidates))
                   for b in self.query_blocks()]
-        return CachedPass(blocks, self.mode, self.options)
+        return CachedPass(blocks, self.mode, self.options, self.first_row, self.rows)
 
     def _scored_blocks(
         self, queries: torch.Tensor, positives: _Rows, positive_score: torch.Tensor,
@@ -530,10 +541,8 @@ class CachedPass:
     blocks: list[QueryBlock]
     mode: NegativeMode
     options: EngineOptions
-
-    @property
-    def n(self) -> int:
-        return self.blocks[-1].stop
+    first_row: int
+    rows: int
 
     def query_blocks(self) -> Iterator[QueryBlock]:
         return iter(self.blocks)

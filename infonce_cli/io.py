@@ -466,10 +466,12 @@ class RowStats:
 
 
 def row_stats(
-    values: np.ndarray[Any, Any] | NpyRows | ParquetRows, norms: bool = True
+    values: np.ndarray[Any, Any] | NpyRows | ParquetRows, norms: bool = True,
+    rows: tuple[int, int] | None = None,
 ) -> RowStats:
     """Scan an (N, d) or (N, M, d) array in bounded chunks; rows are the last axis's vectors.
-    Without ``norms`` only the NaN/Inf and all-zero rows are counted (faster).
+    Without ``norms`` only the NaN/Inf and all-zero rows are counted (faster); ``rows``
+    limits the scan to leading rows [first, last).
 
     >>> s = row_stats(np.array([[3.0, 4.0], [0.0, 0.0], [np.nan, 1.0]]))
     >>> s.non_finite_rows, s.first_non_finite_row, s.zero_norm_rows, s.norm_max
@@ -481,8 +483,9 @@ def row_stats(
     non_finite = zero = finite_rows = 0
     first_bad = first_zero = -1
     norm_min, norm_max, norm_sum = np.inf, 0.0, 0.0
-    for start in range(0, int(values.shape[0]), step):
-        block = np.asarray(values[start:start + step]).reshape(-1, dim)
+    first, last = rows or (0, int(values.shape[0]))
+    for start in range(first, last, step):
+        block = np.asarray(values[start:min(start + step, last)]).reshape(-1, dim)
         finite = np.isfinite(block).all(axis=1)
         nonzero = (block != 0).any(axis=1)
         bad = np.flatnonzero(~finite)
@@ -514,9 +517,12 @@ def row_stats(
     )
 
 
-def check_values(embeddings: Embeddings, *, nonzero: bool) -> None:
-    """Refuse NaN/Inf anywhere and, when ``nonzero`` (cosine), zero-norm rows."""
-    stats = row_stats(embeddings.values, norms=False)
+def check_values(
+    embeddings: Embeddings, *, nonzero: bool, rows: tuple[int, int] | None = None
+) -> None:
+    """Refuse NaN/Inf anywhere and, when ``nonzero`` (cosine), zero-norm rows; ``rows``
+    limits the check to leading rows [first, last) (one rank's share)."""
+    stats = row_stats(embeddings.values, norms=False, rows=rows)
     if stats.non_finite_rows:
         raise InputError(f"{embeddings.label}: {stats.non_finite_rows} rows contain NaN or Inf "
                          f"(first: row {_row_name(embeddings, stats.first_non_finite_row)})")

@@ -31,6 +31,9 @@ from .engine import (
 )
 from .errors import InfonceError, UsageError
 
+Summer = Callable[[torch.Tensor], torch.Tensor]
+"""Sums a tensor over the ranks of a distributed run."""
+
 DEFAULT_GRID = (0.01, 1.0, 50)
 RELATIVE_PRECISION = 1e-6
 """The fitted τ is within this relative distance of the true optimum when converged."""
@@ -128,6 +131,7 @@ def sweep_embeddings(
     temperatures: Sequence[float],
     options: EngineOptions | None = None,
     on_rows_done: Callable[[int], None] | None = None,
+    summer: Summer | None = None,
 ) -> SweepScores:
     """Losses at every temperature from one similarity pass, and the exact optimum.
 
@@ -142,7 +146,8 @@ def sweep_embeddings(
     temperatures = check_temperatures(temperatures)
     passes = prepare_passes(query, positive, negatives, options)
     grid = fold_passes(passes, temperatures, on_rows_done=on_rows_done)
-    optimum = fit_temperature(passes, temperatures, grid.loss.detach(), grid.positive_unbeaten)
+    optimum = fit_temperature(passes, temperatures, grid.loss.detach(), grid.positive_unbeaten,
+                              summer)
     return SweepScores(grid, temperatures, optimum)
 
 
@@ -153,6 +158,7 @@ def score_at_optimum(
     options: EngineOptions | None = None,
     on_rows_done: Callable[[int], None] | None = None,
     ids: CandidateIds | None = None,
+    summer: Summer | None = None,
 ) -> tuple[float, PerSampleScores]:
     """Fit the loss-minimising temperature (from the default grid), and score at it.
 
@@ -162,7 +168,8 @@ def score_at_optimum(
     temperatures = temperature_grid(*DEFAULT_GRID)
     passes = prepare_passes(query, positive, negatives, options, ids)
     grid = fold_passes(passes, temperatures, on_rows_done=on_rows_done)
-    optimum = fit_temperature(passes, temperatures, grid.loss.detach(), grid.positive_unbeaten)
+    optimum = fit_temperature(passes, temperatures, grid.loss.detach(), grid.positive_unbeaten,
+                              summer)
     if optimum.temperature is None:
         raise InfonceError(f"--temperature auto: {optimum.reason}; give a temperature instead")
     return optimum.temperature, fold_passes(passes, [optimum.temperature])
@@ -181,6 +188,7 @@ def fit_temperature(
     temperatures: Sequence[float],
     grid_loss: torch.Tensor,
     positive_unbeaten: torch.Tensor,
+    summer: Summer | None = None,
 ) -> Optimum:
     """The exact minimiser of the mean loss over all τ > 0, from the grid's per-sample losses
     (N, T).
@@ -188,30 +196,58 @@ def fit_temperature(
     Each step folds the scores at a handful of probe temperatures with their softmax
     moments. When the scores are not kept in memory each step recomputes them, so the
     search first runs on a pilot (the first few query blocks) and the full data then
-    starts from a tight cluster of probes around the pilot's optimum.
+    starts from a tight cluster of probes around the pilot's optimum. In a distributed
+    run (``summer`` given) every mean is taken over all ranks' queries.
     """
-    if bool(positive_unbeaten.all()):
+    total = _Means(summer)
+    if bool(total.count(~positive_unbeaten) == 0):
         return Optimum(None, None, False, NO_OPTIMUM_COLD)
-    rows = int(grid_loss.shape[0])
-    full_loss = grid_loss.double().mean(dim=0).tolist()
 
-    def evaluate(first_rows: int | None) -> Callable[[list[float]], tuple[list[_Point], float]]:
+    def evaluate(first_rows: int | None, means: _Means) -> _Evaluate:
         def run(probes: list[float]) -> tuple[list[_Point], float]:
             result = fold_passes(passes, [1.0 / s for s in probes], moments=True,
                                  first_rows=first_rows)
+            assert result.softmax_gap is not None
+            assert result.softmax_variance is not None
             assert result.mean_candidate_gap is not None
-            return _points(result, probes), float(result.mean_candidate_gap.double().mean())
+            loss, slope, curvature = (means.mean(t.detach()) for t in (
+                result.loss, result.softmax_gap, result.softmax_variance))
+            points = [_Point(*values) for values in zip(probes, loss, slope, curvature,
+                                                        strict=True)]
+            return points, means.mean(result.mean_candidate_gap.detach()[:, None])[0]
         return run
 
     seeds: list[float] = []
-    pilot_rows = _PILOT_ROWS
-    if not isinstance(passes[0], CachedPass) and rows >= 4 * pilot_rows:
-        pilot_loss = grid_loss[:pilot_rows].double().mean(dim=0).tolist()
-        pilot = _search(evaluate(pilot_rows), temperatures, pilot_loss, [])
+    rows = int(grid_loss.shape[0])
+    if summer is None and not isinstance(passes[0], CachedPass) and rows >= 4 * _PILOT_ROWS:
+        pilot_loss = _Means(None).mean(grid_loss[:_PILOT_ROWS])
+        pilot = _search(evaluate(_PILOT_ROWS, _Means(None)), temperatures, pilot_loss, [])
         if pilot.temperature is not None:
             centre = 1.0 / pilot.temperature
             seeds = [centre * (1 + d) for d in _PILOT_CLUSTER]
-    return _search(evaluate(None), temperatures, full_loss, seeds)
+    return _search(evaluate(None, total), temperatures, total.mean(grid_loss), seeds)
+
+
+_Evaluate = Callable[[list[float]], tuple[list[_Point], float]]
+
+
+class _Means:
+    """Column means over the queries of this process, or of every rank with a summer."""
+
+    def __init__(self, summer: Summer | None) -> None:
+        self.summer = summer
+
+    def _sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor if self.summer is None else self.summer(tensor)
+
+    def mean(self, values: torch.Tensor) -> list[float]:
+        """(N, T) → T means, in float64."""
+        sums = self._sum(values.double().sum(dim=0).cpu())
+        count = self._sum(torch.tensor([values.shape[0]], dtype=torch.float64))
+        return (sums / count).tolist()
+
+    def count(self, flags: torch.Tensor) -> int:
+        return int(self._sum(flags.long().sum().reshape(1).cpu()).item())
 
 
 _PILOT_ROWS = 1024
@@ -276,16 +312,6 @@ def _search(
 
 def _optimum(point: _Point, converged: bool, passes: int) -> Optimum:
     return Optimum(1.0 / point.scale, point.loss, converged, gradient=point.slope, passes=passes)
-
-
-def _points(result: PerSampleScores, probes: Sequence[float]) -> list[_Point]:
-    assert result.softmax_gap is not None
-    assert result.softmax_variance is not None
-    loss = result.loss.detach().double().mean(dim=0).tolist()
-    slope = result.softmax_gap.detach().double().mean(dim=0).tolist()
-    curvature = result.softmax_variance.detach().double().mean(dim=0).tolist()
-    return [_Point(s, lo, g, c) for s, lo, g, c in zip(probes, loss, slope, curvature,
-                                                        strict=True)]
 
 
 def _refinement_probes(lower: float, upper: float, estimate: float | None) -> list[float]:
