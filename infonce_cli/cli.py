@@ -202,6 +202,7 @@ AllowTf32Opt = Annotated[bool, typer.Option("--allow-tf32", help="On CUDA, let f
 MaxMemoryOpt = Annotated[str, typer.Option(help="Working-memory budget for score blocks, e.g. 512MiB or 4GB.")]
 FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="auto: a table on a terminal, JSON when piped.")]
 OutputOpt = Annotated[str | None, typer.Option("--output", "-o", help="Write the aggregate to this file instead of stdout.", show_default=False)]
+RecallAtOpt = Annotated[str, typer.Option(help="Cut-offs k for recall@k, comma-separated.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress bar or notes on stderr.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")]
 
@@ -421,7 +422,7 @@ def score(
     query_ids: QueryIdsOpt = None,
     query_id_col: QueryIdColOpt = None,
     multi_positive: MultiPositiveOpt = MultiPositive.NTXENT,
-    recall_at: Annotated[str, typer.Option(help="Cut-offs k for recall@k, comma-separated.")] = "1,5,10",
+    recall_at: RecallAtOpt = "1,5,10",
     ci: Annotated[bool, typer.Option("--ci", help="Add bootstrap 95% intervals of the mean loss, accuracy@1 and MRR.")] = False,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for --ci.")] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
@@ -602,7 +603,7 @@ def compare(
     in_batch: InBatchOpt = False,
     batch_size: BatchSizeOpt = None,
     symmetric: SymmetricOpt = False,
-    recall_at: Annotated[str, typer.Option(help="Cut-offs k for recall@k, comma-separated.")] = "1,5,10",
+    recall_at: RecallAtOpt = "1,5,10",
     bootstrap: Annotated[int, typer.Option(help="Paired bootstrap resamples (and sign-flip permutations).")] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the resampling.")] = 0,
     metric: Annotated[CompareMetric, typer.Option(help="The metric --fail-if-worse judges.")] = CompareMetric.LOSS_MEAN,
@@ -688,7 +689,7 @@ def sweep_temperature(
     query_col: QueryColOpt = None,
     pos_col: PosColOpt = None,
     neg_col: NegColOpt = None,
-    recall_at: Annotated[str, typer.Option(help="Cut-offs k for recall@k, comma-separated.")] = "1,5,10",
+    recall_at: RecallAtOpt = "1,5,10",
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = DtypeChoice.FLOAT32,
     allow_tf32: AllowTf32Opt = False,

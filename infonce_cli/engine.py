@@ -4,11 +4,12 @@ The engine walks query blocks × candidate blocks and keeps, per query, a runnin
 log-sum-exp state for every temperature at once (the maximum similarity seen
 and, per temperature, the sum of exp(s·(x − max)) for s = 1/τ), the positive's
 score, the number of negatives scoring at or above it and the hardest negative.
-No N × K matrix is built unless it fits the memory budget, so memory stays
-bounded whatever N is.
+Blocks are sized for the cache and capped by the memory budget; the scores are
+only ever kept whole by a temperature sweep, when they fit that budget. So
+memory stays bounded whatever N is.
 
-Inputs are row-sliceable arrays (NumPy arrays, memory maps or tensors); only
-the rows of the current block are read. Everything here is torch: no files, no
+Inputs are row-sliceable (NumPy arrays, tensors, or the file readers of io.py);
+only the rows of the current block are read. Everything here is torch: no files, no
 printing. The loss is differentiable when the inputs are tensors that require
 grad (memory then grows with the graph autograd keeps).
 """
