@@ -26,12 +26,13 @@ def test_sigint_exits_130_and_leaves_no_output(tmp_path):
     command = [sys.executable, "-m", "infonce_cli", "sweep-temperature", "-q", "q.npy", "-p",
                "p.npy", "--steps", "200", "--output", "sweep.json", "--plot", "sweep.svg",
                "--quiet"]
-    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    time.sleep(4)  # well into the similarity pass (start-up takes about a second)
-    assert process.poll() is None, "the run finished before it could be interrupted"
-    process.send_signal(signal.SIGINT)
-    stdout, stderr = process.communicate(timeout=60)
+    with subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True) as process:
+        time.sleep(4)  # well into the similarity pass (start-up takes about a second)
+        running = process.poll() is None
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+    assert running, f"the run finished before it could be interrupted: {stderr}"
     assert process.returncode == ExitCode.INTERRUPTED
     assert stderr == "error: interrupted\n"
     assert stdout == ""

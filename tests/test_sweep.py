@@ -223,3 +223,14 @@ def test_grid_helper_is_exact_at_the_ends():
     ratios = np.array(grid[1:]) / np.array(grid[:-1])
     np.testing.assert_allclose(ratios, 100 ** (1 / 49), rtol=1e-9)
     assert math.isclose(grid[1], 0.01 * 100 ** (1 / 49), rel_tol=1e-9)
+
+
+def test_plot_without_matplotlib_is_a_clear_error(data, monkeypatch):  # noqa: F811
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if it were not installed
+    result = run("sweep-temperature", *BASE, "--plot", "curve.png")
+    assert result.exit_code == 1
+    assert result.stderr == ("error: --plot needs matplotlib, which is not installed: "
+                             "pip install 'infonce-cli[plot]'\n")
+    assert not (data / "curve.png").exists()
