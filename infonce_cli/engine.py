@@ -86,8 +86,6 @@ class EngineOptions:
     query_rows: tuple[int, int] | None = None
     """Score only queries [first, last) (one rank's share of a distributed run); their
     candidates are the same as in a full run."""
-    moments: bool = False
-    """Also accumulate the softmax moments the temperature fit needs."""
 
 
 @dataclass(frozen=True)
@@ -112,9 +110,10 @@ class PerSampleScores:
     positive_unbeaten: torch.Tensor
     """(N,) bool: no negative scores above the positive (ties allowed), in every direction."""
     softmax_gap: torch.Tensor | None = None
-    """(N, T): E_softmax[x] − x_pos, the derivative of the loss in s = 1/τ."""
+    """(N, P) at the probe temperatures: E_softmax[x] − x_pos, the derivative of the loss
+    in s = 1/τ."""
     softmax_variance: torch.Tensor | None = None
-    """(N, T): Var_softmax[x], the second derivative of the loss in s = 1/τ."""
+    """(N, P): Var_softmax[x], the second derivative of the loss in s = 1/τ."""
     mean_candidate_gap: torch.Tensor | None = None
     """(N,): mean over C_i of x − x_pos, the derivative of the loss at s = 0 (τ → ∞)."""
 
@@ -171,7 +170,7 @@ def score_embeddings(
     """
     options = options or EngineOptions()
     passes = similarity_passes(query, positive, negatives, options, ids)
-    return fold_passes(passes, options.temperatures, options.moments, on_rows_done)
+    return fold_passes(passes, options.temperatures, on_rows_done=on_rows_done)
 
 
 def similarity_passes(
@@ -191,19 +190,21 @@ def similarity_passes(
 def fold_passes(
     passes: Sequence[SimilarityPass | CachedPass],
     temperatures: Sequence[float],
-    moments: bool = False,
+    probes: Sequence[float] = (),
     on_rows_done: Callable[[int], None] | None = None,
     first_rows: int | None = None,
 ) -> PerSampleScores:
-    """Fold the similarity blocks of each pass into per-sample results at the temperatures.
+    """Fold the similarity blocks of each pass into per-sample results at the temperatures,
+    and at the ``probes`` temperatures with the softmax moments the temperature fit needs.
 
-    With two passes (symmetric), the losses and softmax moments are averaged;
-    ranks and scores are those of the first (query → positive) pass. With
-    ``first_rows``, only the query blocks covering that many first queries are
-    folded (a cheap pilot).
+    The losses are (N, T + P), the probes last; the moments are (N, P). With two passes
+    (symmetric), losses and moments are averaged; ranks and scores are those of the
+    first (query → positive) pass. With ``first_rows``, only the query blocks covering
+    that many first queries are folded (a cheap pilot).
     """
     results = [
-        _fold(one, temperatures, moments, on_rows_done if index == 0 else None, first_rows)
+        _fold(one, [*temperatures, *probes], len(temperatures),
+              on_rows_done if index == 0 else None, first_rows)
         for index, one in enumerate(passes)
     ]
     if len(results) == 1:
@@ -223,7 +224,7 @@ def fold_passes(
 def _fold(
     source: SimilarityPass | CachedPass,
     temperatures: Sequence[float],
-    moments: bool,
+    moments_from: int,
     on_rows_done: Callable[[int], None] | None,
     first_rows: int | None = None,
 ) -> PerSampleScores:
@@ -234,9 +235,9 @@ def _fold(
     # large temporaries would fragment the heap and hold on to memory.
     merged: dict[str, torch.Tensor] = {}
     done = 0
-    with _tf32(options):
+    with _float_modes(options):
         for block in source.query_blocks():
-            state = _RunningState(block.positive_score, scales, moments)
+            state = _RunningState(block.positive_score, scales, moments_from)
             for scored in block.candidates:
                 state.update(scored)
             low, high = block.start - source.first_row, block.stop - source.first_row
@@ -255,10 +256,17 @@ def _fold(
 
 
 @contextlib.contextmanager
-def _tf32(options: EngineOptions) -> Iterator[None]:
-    """TF32 matrix products on CUDA only when asked for; the previous setting is restored."""
+def _float_modes(options: EngineOptions) -> Iterator[None]:
+    """TF32 matrix products on CUDA only when asked for; the previous setting is restored.
+    On the CPU, denormal floats are flushed to zero meanwhile: exp(s·(x − max)) of far
+    negatives would otherwise produce them, and arithmetic on them is many times slower
+    (they are below 1e-38, next to a sum of at least 1)."""
     if options.device.type != "cuda":
-        yield
+        torch.set_flush_denormal(True)
+        try:
+            yield
+        finally:
+            torch.set_flush_denormal(False)
         return
     previous = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = options.allow_tf32
@@ -593,7 +601,9 @@ class _RunningState:
     state starts at max = x_pos and sum = exp(0) = 1 for every temperature.
     """
 
-    def __init__(self, positive_score: torch.Tensor, scales: torch.Tensor, moments: bool) -> None:
+    def __init__(
+        self, positive_score: torch.Tensor, scales: torch.Tensor, moments_from: int
+    ) -> None:
         rows = positive_score.shape[0]
         device, dtype = positive_score.device, positive_score.dtype
         self.positive_score = positive_score
@@ -604,9 +614,10 @@ class _RunningState:
         self.first_moment: torch.Tensor | None = None
         self.second_moment: torch.Tensor | None = None
         self.gap_sum: torch.Tensor | None = None
-        if moments:
-            self.first_moment = torch.zeros_like(self.sums)
-            self.second_moment = torch.zeros_like(self.sums)
+        self.moments_from = moments_from
+        if moments_from < scales.shape[0]:
+            self.first_moment = torch.zeros_like(self.sums[:, moments_from:])
+            self.second_moment = torch.zeros_like(self.sums[:, moments_from:])
             self.gap_sum = torch.zeros_like(positive_score)
         self.at_or_above = torch.zeros(rows, dtype=torch.int64, device=device)
         self.num_candidates = torch.ones(rows, dtype=torch.int64, device=device)
@@ -643,11 +654,12 @@ class _RunningState:
             if block.excluded is not None:
                 gap = gap.index_put(block.excluded, torch.tensor(0.0, device=gap.device))
             self.gap_sum = self.gap_sum + gap.sum(dim=1)
-        sums, firsts, seconds = _exp_sums(shifted, gap, self.scales)
+        sums, firsts, seconds = _exp_sums(shifted, gap, self.scales, self.moments_from)
         self.sums = self.sums * rescale + sums
         if self.first_moment is not None and self.second_moment is not None:
-            self.first_moment = self.first_moment * rescale + firsts
-            self.second_moment = self.second_moment * rescale + seconds
+            probe_rescale = rescale[:, self.moments_from:]
+            self.first_moment = self.first_moment * probe_rescale + firsts
+            self.second_moment = self.second_moment * probe_rescale + seconds
 
     def finish(self) -> dict[str, torch.Tensor]:
         log_sum = torch.log(self.sums) + self.maximum[:, None] * self.scales
@@ -662,9 +674,10 @@ class _RunningState:
             "masked": self.masked,
         }
         if self.first_moment is not None and self.second_moment is not None:
-            mean_gap = self.first_moment / self.sums
+            probe_sums = self.sums[:, self.moments_from:]
+            mean_gap = self.first_moment / probe_sums
             result["softmax_gap"] = mean_gap
-            variance = self.second_moment / self.sums - mean_gap.square()
+            variance = self.second_moment / probe_sums - mean_gap.square()
             result["softmax_variance"] = variance.clamp_min(0)
         if self.gap_sum is not None:
             result["mean_candidate_gap"] = self.gap_sum / self.num_candidates
@@ -677,9 +690,10 @@ _CACHE_SCORES = 2**18
 
 
 def _exp_sums(
-    shifted: torch.Tensor, gap: torch.Tensor | None, scales: torch.Tensor
+    shifted: torch.Tensor, gap: torch.Tensor | None, scales: torch.Tensor, moments_from: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per row and scale s: Σ exp(s·shifted), and with ``gap`` Σ w·gap and Σ w·gap².
+    """Per row and scale s: Σ exp(s·shifted), and for the scales from ``moments_from`` on
+    (given ``gap``) Σ w·gap and Σ w·gap².
 
     With many temperatures the block is walked in row chunks that stay in
     cache, so each score is read from memory once, not once per temperature.
@@ -691,15 +705,15 @@ def _exp_sums(
         piece = shifted[start:start + chunk]
         piece_gap = None if gap is None else gap[start:start + chunk]
         sums, firsts, seconds = [], [], []
-        for scale in scales.unbind():
+        for index, scale in enumerate(scales.unbind()):
             weights = torch.mul(piece, scale).exp_()
             sums.append(weights.sum(dim=1))
-            if piece_gap is not None:
+            if piece_gap is not None and index >= moments_from:
                 weighted_gap = weights * piece_gap
                 firsts.append(weighted_gap.sum(dim=1))
                 seconds.append((weighted_gap * piece_gap).sum(dim=1))
         parts[0].append(torch.stack(sums, dim=1))
-        if piece_gap is not None:
+        if firsts:
             parts[1].append(torch.stack(firsts, dim=1))
             parts[2].append(torch.stack(seconds, dim=1))
     empty = torch.empty(0)

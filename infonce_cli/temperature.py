@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -143,12 +143,8 @@ def sweep_embeddings(
     (torch.Size([64, 3]), True)
     """
     options = options or EngineOptions()
-    temperatures = check_temperatures(temperatures)
     passes = prepare_passes(query, positive, negatives, options)
-    grid = fold_passes(passes, temperatures, on_rows_done=on_rows_done)
-    optimum = fit_temperature(passes, temperatures, grid.loss.detach(), grid.positive_unbeaten,
-                              summer)
-    return SweepScores(grid, temperatures, optimum)
+    return _sweep(passes, check_temperatures(temperatures), on_rows_done, summer)
 
 
 def score_at_optimum(
@@ -165,14 +161,45 @@ def score_at_optimum(
     Raises ``InfonceError`` when there is no finite optimum.
     """
     options = options or EngineOptions()
-    temperatures = temperature_grid(*DEFAULT_GRID)
     passes = prepare_passes(query, positive, negatives, options, ids)
-    grid = fold_passes(passes, temperatures, on_rows_done=on_rows_done)
-    optimum = fit_temperature(passes, temperatures, grid.loss.detach(), grid.positive_unbeaten,
-                              summer)
+    optimum = _sweep(passes, temperature_grid(*DEFAULT_GRID), on_rows_done, summer).optimum
     if optimum.temperature is None:
         raise InfonceError(f"--temperature auto: {optimum.reason}; give a temperature instead")
     return optimum.temperature, fold_passes(passes, [optimum.temperature])
+
+
+def _sweep(
+    passes: Sequence[SimilarityPass | CachedPass],
+    temperatures: tuple[float, ...],
+    on_rows_done: Callable[[int], None] | None,
+    summer: Summer | None,
+) -> SweepScores:
+    """The grid pass, then the fit. When the scores are recomputed at every step, a pilot
+    on the first queries runs first, and the grid pass also probes around its optimum:
+    the fit then usually needs one more pass over the scores."""
+    probes = _pilot_probes(passes, temperatures) if summer is None else []
+    folded = fold_passes(passes, temperatures, [1.0 / s for s in probes], on_rows_done)
+    grid = replace(folded, loss=folded.loss[:, :len(temperatures)], softmax_gap=None,
+                   softmax_variance=None, mean_candidate_gap=None)
+    means = _Means(summer)
+    known = _points(folded, probes, means, len(temperatures)) if probes else None
+    optimum = fit_temperature(passes, temperatures, grid.loss.detach(), grid.positive_unbeaten,
+                              summer, known)
+    return SweepScores(grid, temperatures, optimum)
+
+
+def _pilot_probes(
+    passes: Sequence[SimilarityPass | CachedPass], temperatures: Sequence[float]
+) -> list[float]:
+    """Scales s clustered around the optimum of the first queries, when that is worth it."""
+    if isinstance(passes[0], CachedPass) or passes[0].rows < 4 * _PILOT_ROWS:
+        return []
+    pilot_grid = fold_passes(passes, temperatures, first_rows=_PILOT_ROWS)
+    pilot = fit_temperature(passes, temperatures, pilot_grid.loss.detach(),
+                            pilot_grid.positive_unbeaten, first_rows=_PILOT_ROWS)
+    if pilot.temperature is None:
+        return []
+    return [1.0 / pilot.temperature * (1 + d) for d in _PILOT_CLUSTER]
 
 
 @dataclass(frozen=True)
@@ -189,46 +216,40 @@ def fit_temperature(
     grid_loss: torch.Tensor,
     positive_unbeaten: torch.Tensor,
     summer: Summer | None = None,
+    known: tuple[list[_Point], float] | None = None,
+    first_rows: int | None = None,
 ) -> Optimum:
     """The exact minimiser of the mean loss over all τ > 0, from the grid's per-sample losses
     (N, T).
 
     Each step folds the scores at a handful of probe temperatures with their softmax
-    moments. When the scores are not kept in memory each step recomputes them, so the
-    search first runs on a pilot (the first few query blocks) and the full data then
-    starts from a tight cluster of probes around the pilot's optimum. In a distributed
-    run (``summer`` given) every mean is taken over all ranks' queries.
+    moments; ``known`` holds points already evaluated (and the slope at s = 0). In a
+    distributed run (``summer`` given) every mean is taken over all ranks' queries;
+    ``first_rows`` restricts the fit to the first queries (a pilot).
     """
-    total = _Means(summer)
-    if bool(total.count(~positive_unbeaten) == 0):
+    means = _Means(summer)
+    if bool(means.count(~positive_unbeaten) == 0):
         return Optimum(None, None, False, NO_OPTIMUM_COLD)
 
-    def evaluate(first_rows: int | None, means: _Means) -> _Evaluate:
-        def run(probes: list[float]) -> tuple[list[_Point], float]:
-            result = fold_passes(passes, [1.0 / s for s in probes], moments=True,
-                                 first_rows=first_rows)
-            assert result.softmax_gap is not None
-            assert result.softmax_variance is not None
-            assert result.mean_candidate_gap is not None
-            loss, slope, curvature = (means.mean(t.detach()) for t in (
-                result.loss, result.softmax_gap, result.softmax_variance))
-            points = [_Point(*values) for values in zip(probes, loss, slope, curvature,
-                                                        strict=True)]
-            return points, means.mean(result.mean_candidate_gap.detach()[:, None])[0]
-        return run
+    def evaluate(probes: list[float]) -> tuple[list[_Point], float]:
+        result = fold_passes(passes, [], [1.0 / s for s in probes], first_rows=first_rows)
+        return _points(result, probes, means, 0)
 
-    seeds: list[float] = []
-    rows = int(grid_loss.shape[0])
-    if summer is None and not isinstance(passes[0], CachedPass) and rows >= 4 * _PILOT_ROWS:
-        pilot_loss = _Means(None).mean(grid_loss[:_PILOT_ROWS])
-        pilot = _search(evaluate(_PILOT_ROWS, _Means(None)), temperatures, pilot_loss, [])
-        if pilot.temperature is not None:
-            centre = 1.0 / pilot.temperature
-            seeds = [centre * (1 + d) for d in _PILOT_CLUSTER]
-    return _search(evaluate(None, total), temperatures, total.mean(grid_loss), seeds)
+    return _search(evaluate, temperatures, means.mean(grid_loss), known)
 
 
-_Evaluate = Callable[[list[float]], tuple[list[_Point], float]]
+def _points(
+    result: PerSampleScores, probes: Sequence[float], means: _Means, first_probe: int
+) -> tuple[list[_Point], float]:
+    """Mean loss, slope and curvature at each probe, and the mean slope at s = 0."""
+    assert result.softmax_gap is not None
+    assert result.softmax_variance is not None
+    assert result.mean_candidate_gap is not None
+    loss = means.mean(result.loss.detach()[:, first_probe:])
+    slope, curvature = (means.mean(t.detach()) for t in (result.softmax_gap,
+                                                          result.softmax_variance))
+    points = [_Point(*values) for values in zip(probes, loss, slope, curvature, strict=True)]
+    return points, means.mean(result.mean_candidate_gap.detach()[:, None])[0]
 
 
 class _Means:
@@ -252,14 +273,14 @@ class _Means:
 
 _PILOT_ROWS = 1024
 _PILOT_CLUSTER = (-0.15, -0.05, 0.0, 0.05, 0.15)
-"""Relative offsets in s of the first full-data probes around the pilot's optimum."""
+"""Relative offsets in s of the probes around the pilot's optimum."""
 
 
 def _search(
     evaluate: Callable[[list[float]], tuple[list[_Point], float]],
     temperatures: Sequence[float],
     grid_loss: Sequence[float],
-    seeds: list[float],
+    known_already: tuple[list[_Point], float] | None = None,
 ) -> Optimum:
     """Bracket the root of the slope in s and shrink the bracket to the required precision."""
     scales = [1.0 / t for t in temperatures]
@@ -269,20 +290,15 @@ def _search(
     upper = scales[best - 1] if best > 0 else None  # larger s, smaller τ
     estimate = _parabola_vertex(scales, grid_loss, best)
     known: list[_Point] = []
-    for passes_done in range(1, MAX_REFINE_PASSES + 1):
-        smallest = min([p.scale for p in known] + scales)
-        largest = max([p.scale for p in known] + scales)
-        if seeds:
-            probes, seeds = seeds, []
-        elif lower is None:
-            probes = [smallest / 2**j for j in range(1, _EXTEND_STEPS + 1)]
-        elif upper is None:
-            probes = [largest * 2**j for j in range(1, _EXTEND_STEPS + 1)]
+    for passes_done in range(0 if known_already else 1, MAX_REFINE_PASSES + 1):
+        if passes_done == 0 and known_already:
+            points, slope_at_zero = known_already
         else:
-            probes = _refinement_probes(lower, upper, estimate)
-        seen = {p.scale for p in known}
-        probes = sorted({*probes, *(b for b in (lower, upper) if b is not None and b not in seen)})
-        points, slope_at_zero = evaluate(probes)
+            seen = {p.scale for p in known}
+            probes = _next_probes(lower, upper, estimate, known, scales)
+            probes = sorted({*probes, *(b for b in (lower, upper)
+                                        if b is not None and b not in seen)})
+            points, slope_at_zero = evaluate(probes)
         if slope_at_zero >= 0:
             return Optimum(None, None, False, NO_OPTIMUM_HOT, passes=passes_done)
         known.extend(points)
@@ -299,7 +315,7 @@ def _search(
             lower = below[-1]
         if above and (upper is None or above[0] < upper):
             upper = above[0]
-        if lower is None or upper is None:
+        if lower is None or upper is None or not {lower, upper} <= {p.scale for p in known}:
             continue
         left = next(p for p in known if p.scale == lower)
         right = next(p for p in known if p.scale == upper)
@@ -308,6 +324,20 @@ def _search(
         estimate = _hermite_root(left, right)
     closest = min(known, key=lambda p: abs(p.slope))
     return _optimum(closest, False, MAX_REFINE_PASSES)
+
+
+def _next_probes(
+    lower: float | None, upper: float | None, estimate: float | None, known: list[_Point],
+    scales: list[float],
+) -> list[float]:
+    """Beyond the grid's edge while the optimum is not bracketed, inside the bracket after."""
+    if lower is None:
+        smallest = min([p.scale for p in known] + scales)
+        return [smallest / 2**j for j in range(1, _EXTEND_STEPS + 1)]
+    if upper is None:
+        largest = max([p.scale for p in known] + scales)
+        return [largest * 2**j for j in range(1, _EXTEND_STEPS + 1)]
+    return _refinement_probes(lower, upper, estimate)
 
 
 def _optimum(point: _Point, converged: bool, passes: int) -> Optimum:
