@@ -149,11 +149,6 @@ def print_notes(notes: tuple[str, ...] | list[str]) -> None:
         stderr_console.print(f"note: {note}", markup=False, soft_wrap=True)
 
 
-def warn(message: str) -> None:
-    """A warning on stderr."""
-    stderr_console.print(f"warning: {message}", markup=False, soft_wrap=True)
-
-
 # ---------------------------------------------------------------- per-sample tables
 
 
