@@ -352,6 +352,7 @@ class SimilarityPass:
         self.num_scores = self.rows * self._candidates_per_query()
         self.query_block, self.candidate_block = self._block_sizes()
         self._converted_positives: _Rows | None = None
+        self._repeats: bool | None = None
 
     def _candidates_per_query(self) -> int:
         batch = min(self.options.batch_size or self.n, self.n)
@@ -471,6 +472,11 @@ class SimilarityPass:
             drop = _key_matches(row_key, _slice(keys.positive, first, last))
             groups = _key_matches(_slice(keys.group, start, stop), _slice(keys.group, first, last))
             drop = groups if drop is None else drop if groups is None else drop | groups
+            if not self._positives_repeat():
+                # No two positives share their bits, so the only copy of a query's positive
+                # among them is the positive itself, which is excluded anyway.
+                yield _finish(scores, first, drop, own)
+                continue
             yield self._with_copies(scores, first, drop, own, positive_score, rows, positives)
         if self.mode is NegativeMode.IN_BATCH_PAIRED:
             negatives: Rows = self.negatives  # type: ignore[assignment]
@@ -488,6 +494,16 @@ class SimilarityPass:
                                     else negative_keys.reshape(-1))
                 yield self._with_copies(scores, self.n + first * per_row, drop, None,
                                         positive_score, rows, positives)
+
+    def _positives_repeat(self) -> bool:
+        """Whether two positives may be bit-identical (unknown when they are not kept)."""
+        if self._repeats is None:
+            whole = self._converted_positives
+            if whole is None or whole.fingerprint is None:
+                self._repeats = True
+            else:
+                self._repeats = bool(torch.unique(whole.fingerprint).numel() < self.n)
+        return self._repeats
 
     def _with_copies(
         self, scores: torch.Tensor, first_index: int, drop: torch.Tensor | None,
