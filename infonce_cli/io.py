@@ -137,7 +137,24 @@ def _existing_file(path: str) -> Path:
     return file
 
 
-class NpyRows:
+class _RowReader:
+    """What the file readers share: a length, and conversion of all rows to an array."""
+
+    shape: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows: slice) -> np.ndarray[Any, Any]:
+        raise NotImplementedError
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray[Any, Any]:
+        """All rows, read at once (for small inputs and tests)."""
+        rows = self[0:self.shape[0]]
+        return rows if dtype is None else rows.astype(dtype)
+
+
+class NpyRows(_RowReader):
     """Rows of an .npy file, read on demand with ``os.pread`` into fresh arrays.
 
     Slicing with ``[start:stop]`` reads just those rows. Nothing is memory-mapped, so
@@ -151,14 +168,6 @@ class NpyRows:
         self.ndim = len(shape)
         self.size = int(np.prod(shape))
         self._row_bytes = int(np.prod(shape[1:])) * dtype.itemsize
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray[Any, Any]:
-        """All rows, read at once (for small inputs and tests)."""
-        rows = self[0:self.shape[0]]
-        return rows if dtype is None else rows.astype(dtype)
 
     def __getitem__(self, rows: slice) -> np.ndarray[Any, Any]:
         start, stop, step = rows.indices(self.shape[0])
@@ -293,7 +302,7 @@ def _is_list(kind: pa.DataType) -> bool:
                 or pa.types.is_fixed_size_list(kind))
 
 
-class ParquetRows:
+class ParquetRows(_RowReader):
     """Rows of one vector column across Parquet files, read a row group at a time.
 
     Slicing with ``[start:stop]`` decodes only the row groups that overlap the
@@ -333,14 +342,6 @@ class ParquetRows:
         self.dtype = first.dtype
         self.ndim = len(self.shape)
         self.size = int(np.prod(self.shape))
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray[Any, Any]:
-        """All rows, read at once (for small inputs and tests)."""
-        rows = self[0:self.shape[0]]
-        return rows if dtype is None else rows.astype(dtype)
 
     def _group(self, position: int) -> np.ndarray[Any, Any]:
         if self._cache is not None and self._cache[0] == position:
