@@ -624,9 +624,11 @@ class _RunningState:
         device, dtype = positive_score.device, positive_score.dtype
         self.positive_score = positive_score
         self.scales = scales
+        self.scale_values: list[float] = scales.tolist()
         self.maximum = positive_score.detach().clone()
-        # exp(s·(x_pos − max)) = 1, written out so that autograd sees the positive's term.
-        self.sums = torch.exp((positive_score - self.maximum)[:, None] * scales)
+        # exp(s·(x_pos − max)) = 1, written out so that autograd sees the positive's term
+        # (copied: the sums are updated in place, and exp keeps its result for the gradient).
+        self.sums = torch.exp((positive_score - self.maximum)[:, None] * scales).clone()
         self.first_moment: torch.Tensor | None = None
         self.second_moment: torch.Tensor | None = None
         self.gap_sum: torch.Tensor | None = None
@@ -642,40 +644,82 @@ class _RunningState:
         self.hardest_index = torch.full((rows,), -1, dtype=torch.int64, device=device)
 
     def update(self, block: ScoredBlock) -> None:
-        """Fold a (B, C) block of negative scores into the state."""
+        """Fold a (B, C) block of negative scores into the state.
+
+        Without autograd, the block is folded in row chunks that stay in the CPU's cache,
+        through scratch space reused by every chunk and temperature.
+        """
         scores = block.scores
         with torch.no_grad():
-            detached = scores.detach()
-            self.num_candidates += detached.shape[1]
+            self.num_candidates += scores.shape[1]
             if block.excluded is not None:
                 self.num_candidates.index_add_(
                     0, block.excluded[0], torch.full_like(block.excluded[0], -1))
             if block.masked_rows is not None:
                 self.masked.index_add_(0, block.masked_rows,
                                        torch.ones_like(block.masked_rows))
-            at_or_above = detached >= self.positive_score.detach()[:, None]
-            self.at_or_above += at_or_above.sum(dim=1, dtype=torch.int32)
-            block_max = detached.amax(dim=1)
-            better = torch.nonzero(block_max > self.hardest_score).squeeze(1)
-            if better.numel():  # argmax only where the hardest negative changes
-                self.hardest_score[better] = block_max[better]
-                self.hardest_index[better] = detached[better].argmax(dim=1) + block.first_index
-            new_maximum = torch.maximum(self.maximum, block_max)
-        rescale = torch.exp((self.maximum - new_maximum)[:, None] * self.scales)
-        self.maximum = new_maximum
-        shifted = scores - new_maximum[:, None]
         gap = None
         if self.gap_sum is not None:
             gap = scores - self.positive_score[:, None]
             if block.excluded is not None:
                 gap = gap.index_put(block.excluded, torch.tensor(0.0, device=gap.device))
             self.gap_sum = self.gap_sum + gap.sum(dim=1)
-        sums, firsts, seconds = _exp_sums(shifted, gap, self.scales, self.moments_from)
-        self.sums = self.sums * rescale + sums
+        if scores.requires_grad:
+            self._fold_rows(slice(0, scores.shape[0]), scores, gap, block.first_index, None)
+            return
+        chunk = max(1, _CACHE_SCORES // max(1, scores.shape[1]))
+        scratch = _Scratch(torch.empty_like(scores[:chunk]), torch.empty_like(scores[:chunk]))
+        with torch.no_grad():
+            for start in range(0, scores.shape[0], chunk):
+                rows = slice(start, min(start + chunk, scores.shape[0]))
+                self._fold_rows(rows, scores[rows], None if gap is None else gap[rows],
+                                block.first_index, scratch.fitting(rows.stop - rows.start))
+
+    def _fold_rows(
+        self, rows: slice, scores: torch.Tensor, gap: torch.Tensor | None, first_index: int,
+        scratch: _Scratch | None,
+    ) -> None:
+        """Fold the scores of the queries ``rows``: ranks, hardest negatives and sums."""
+        with torch.no_grad():
+            detached = scores.detach()
+            block_max = detached.amax(dim=1)
+            positive = self.positive_score.detach()[rows]
+            # Only rows whose block maximum reaches their positive have negatives to count.
+            reached = _selected(block_max >= positive)
+            if reached is not None:
+                chosen = detached[reached]
+                if scratch is None:
+                    counts = (chosen >= positive[reached, None]).sum(dim=1)
+                else:  # comparing into floats and summing them is several times faster
+                    work = scratch.work[:chosen.shape[0]]
+                    counts = torch.ge(chosen, positive[reached, None], out=work).sum(dim=1)
+                self.at_or_above[rows][reached] += counts.to(torch.int64)
+            # Only rows whose hardest negative changes need its column.
+            hardest_score, hardest_index = self.hardest_score[rows], self.hardest_index[rows]
+            changed = block_max > hardest_score
+            better = _selected(changed)
+            if better is not None:
+                value, column = detached[better].max(dim=1)
+                keep = changed[better]
+                hardest_score[better] = torch.where(keep, value, hardest_score[better])
+                hardest_index[better] = torch.where(keep, column + first_index,
+                                                    hardest_index[better])
+            old_maximum = self.maximum[rows]
+            new_maximum = torch.maximum(old_maximum, block_max)
+            rescale = torch.exp((old_maximum - new_maximum)[:, None] * self.scales)
+            self.maximum[rows] = new_maximum
+        if scratch is None:
+            sums, firsts, seconds = _exp_sums(scores - new_maximum[:, None], gap, self.scales,
+                                              self.moments_from)
+        else:
+            shifted = torch.sub(scores, new_maximum[:, None], out=scratch.shifted)
+            sums, firsts, seconds = _exp_sums_in_place(
+                shifted, gap, self.scale_values, self.moments_from, scratch.work)
+        self.sums[rows] = self.sums[rows] * rescale + sums
         if self.first_moment is not None and self.second_moment is not None:
             probe_rescale = rescale[:, self.moments_from:]
-            self.first_moment = self.first_moment * probe_rescale + firsts
-            self.second_moment = self.second_moment * probe_rescale + seconds
+            self.first_moment[rows] = self.first_moment[rows] * probe_rescale + firsts
+            self.second_moment[rows] = self.second_moment[rows] * probe_rescale + seconds
 
     def finish(self) -> dict[str, torch.Tensor]:
         log_sum = torch.log(self.sums) + self.maximum[:, None] * self.scales
@@ -700,38 +744,71 @@ class _RunningState:
         return result
 
 
-
 _CACHE_SCORES = 2**18
-"""Scores per chunk of the temperature loop: small enough to stay in the CPU's cache."""
+"""Scores per row chunk of a block: small enough to stay in the CPU's cache."""
+
+_EXP_FLOOR = -80.0
+"""Exponents are clamped to at least this on the CPU, which computes exp() of arguments
+below about −87 (denormal or zero results) dozens of times slower. exp(−80) ≈ 2e−35 is far
+below float resolution next to the sums, which are at least 1 (the largest score's term)."""
+
+
+def _selected(flags: torch.Tensor) -> torch.Tensor | slice | None:
+    """The rows to work on: on the CPU those flagged (None when there are none), which saves
+    passes over the others; on a GPU all of them, which saves waiting for the flags."""
+    if flags.device.type != "cpu" or bool(flags.all()):
+        return slice(None)
+    rows = torch.nonzero(flags).squeeze(1)
+    return rows if rows.numel() else None
+
+
+@dataclass
+class _Scratch:
+    """Reused (rows, C) work space for folding row chunks."""
+
+    shifted: torch.Tensor
+    work: torch.Tensor
+
+    def fitting(self, rows: int) -> _Scratch:
+        return _Scratch(self.shifted[:rows], self.work[:rows])
 
 
 def _exp_sums(
     shifted: torch.Tensor, gap: torch.Tensor | None, scales: torch.Tensor, moments_from: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per row and scale s: Σ exp(s·shifted), and for the scales from ``moments_from`` on
-    (given ``gap``) Σ w·gap and Σ w·gap².
+    (given ``gap``) Σ w·gap and Σ w·gap². Out of place, for autograd: (B, T, C) at once."""
+    weights = torch.exp((shifted[:, None, :] * scales[:, None]).clamp(min=_EXP_FLOOR))
+    sums = weights.sum(dim=-1)
+    if gap is None or moments_from >= scales.shape[0]:
+        empty = sums.new_empty(0)
+        return sums, empty, empty
+    weighted_gap = weights[:, moments_from:] * gap[:, None, :]
+    return sums, weighted_gap.sum(dim=-1), (weighted_gap * gap[:, None, :]).sum(dim=-1)
 
-    With many temperatures the block is walked in row chunks that stay in
-    cache, so each score is read from memory once, not once per temperature.
-    """
+
+def _exp_sums_in_place(
+    shifted: torch.Tensor, gap: torch.Tensor | None, scales: list[float], moments_from: int,
+    work: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``_exp_sums`` through the scratch tensor ``work``, one scale at a time: each score is
+    read from the cache, and nothing is allocated per scale."""
     rows = shifted.shape[0]
-    chunk = rows if scales.shape[0] == 1 else max(1, _CACHE_SCORES // max(1, shifted.shape[1]))
-    parts: tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]] = ([], [], [])
-    for start in range(0, rows, chunk):
-        piece = shifted[start:start + chunk]
-        piece_gap = None if gap is None else gap[start:start + chunk]
-        sums, firsts, seconds = [], [], []
-        for index, scale in enumerate(scales.unbind()):
-            weights = torch.mul(piece, scale).exp_()
-            sums.append(weights.sum(dim=1))
-            if piece_gap is not None and index >= moments_from:
-                weighted_gap = weights * piece_gap
-                firsts.append(weighted_gap.sum(dim=1))
-                seconds.append((weighted_gap * piece_gap).sum(dim=1))
-        parts[0].append(torch.stack(sums, dim=1))
-        if firsts:
-            parts[1].append(torch.stack(firsts, dim=1))
-            parts[2].append(torch.stack(seconds, dim=1))
-    empty = torch.empty(0)
-    return (torch.cat(parts[0]), torch.cat(parts[1]) if parts[1] else empty,
-            torch.cat(parts[2]) if parts[2] else empty)
+    sums = shifted.new_empty((len(scales), rows))
+    probes = len(scales) - moments_from if gap is not None else 0
+    firsts = shifted.new_empty((max(probes, 0), rows))
+    seconds = shifted.new_empty((max(probes, 0), rows))
+    # On the CPU, exponents are clamped where they could fall below the floor (the lowest
+    # score decides it when there are enough scales to be worth finding it).
+    on_cpu = shifted.device.type == "cpu"
+    lowest = float(shifted.amin()) if on_cpu and len(scales) > 2 else -math.inf
+    for index, scale in enumerate(scales):
+        torch.mul(shifted, scale, out=work)
+        if on_cpu and scale * lowest < _EXP_FLOOR:
+            work.clamp_(min=_EXP_FLOOR)
+        work.exp_()
+        torch.sum(work, dim=1, out=sums[index])
+        if gap is not None and index >= moments_from:
+            torch.sum(work.mul_(gap), dim=1, out=firsts[index - moments_from])
+            torch.sum(work.mul_(gap), dim=1, out=seconds[index - moments_from])
+    return sums.T, firsts.T, seconds.T

@@ -132,6 +132,25 @@ def test_multiple_temperatures_match_single_runs(rng):
                                    rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("neg_key", [None, "paired", "shared"])
+def test_tiny_temperatures_where_most_terms_underflow(rng, neg_key):
+    """At τ = 0.002 most exp(s·(x − max)) underflow float32 (s·(x − max) down to −1000),
+    which the engine clamps to avoid the CPU's slow path: the losses must not move."""
+    query, positive, paired, shared = _data(rng, scale=0.5)
+    negatives = {"paired": paired, "shared": shared, None: None}[neg_key]
+    temperatures = (0.002, 0.01, 0.5)
+    # Three temperatures fold through the path that clamps only where needed; one, always.
+    several = score_embeddings(query, positive, negatives,
+                               EngineOptions(temperatures=temperatures))
+    for t, temperature in enumerate(temperatures):
+        want = reference(query, positive, negatives, temperature=temperature)
+        one = score_embeddings(query, positive, negatives,
+                               EngineOptions(temperatures=(temperature,)))
+        scale = np.abs(want.loss).max() + 1
+        for got in (several.loss[:, t], one.loss[:, 0]):
+            np.testing.assert_allclose(got.numpy(), want.loss, rtol=1e-5, atol=1e-5 * scale)
+
+
 def test_fortran_order_and_big_endian_inputs_give_the_same_result(rng):
     query, positive, paired, _ = _data(rng)
     base = score_embeddings(query, positive, paired).loss
