@@ -658,28 +658,29 @@ class _RunningState:
             if block.masked_rows is not None:
                 self.masked.index_add_(0, block.masked_rows,
                                        torch.ones_like(block.masked_rows))
-        gap = None
-        if self.gap_sum is not None:
-            gap = scores - self.positive_score[:, None]
-            if block.excluded is not None:
-                gap = gap.index_put(block.excluded, torch.tensor(0.0, device=gap.device))
-            self.gap_sum = self.gap_sum + gap.sum(dim=1)
         if scores.requires_grad:
-            self._fold_rows(slice(0, scores.shape[0]), scores, gap, block.first_index, None)
+            self._fold_rows(slice(0, scores.shape[0]), scores, block.first_index, None)
             return
         chunk = max(1, _CACHE_SCORES // max(1, scores.shape[1]))
-        scratch = _Scratch(torch.empty_like(scores[:chunk]), torch.empty_like(scores[:chunk]))
+        scratch = _Scratch(*(torch.empty_like(scores[:chunk])
+                             for _ in range(2 if self.gap_sum is None else 3)))
         with torch.no_grad():
             for start in range(0, scores.shape[0], chunk):
                 rows = slice(start, min(start + chunk, scores.shape[0]))
-                self._fold_rows(rows, scores[rows], None if gap is None else gap[rows],
-                                block.first_index, scratch.fitting(rows.stop - rows.start))
+                self._fold_rows(rows, scores[rows], block.first_index,
+                                scratch.fitting(rows.stop - rows.start))
 
     def _fold_rows(
-        self, rows: slice, scores: torch.Tensor, gap: torch.Tensor | None, first_index: int,
-        scratch: _Scratch | None,
+        self, rows: slice, scores: torch.Tensor, first_index: int, scratch: _Scratch | None
     ) -> None:
         """Fold the scores of the queries ``rows``: ranks, hardest negatives and sums."""
+        gap = None
+        if self.gap_sum is not None:  # x − x_pos, 0 for the excluded entries (−inf scores)
+            positive_score = self.positive_score[rows, None]
+            gap = (scores - positive_score if scratch is None
+                   else torch.sub(scores, positive_score, out=scratch.gap))
+            gap = gap.nan_to_num(neginf=0.0) if scratch is None else gap.nan_to_num_(neginf=0.0)
+            self.gap_sum[rows] += gap.sum(dim=1)
         with torch.no_grad():
             detached = scores.detach()
             block_max = detached.amax(dim=1)
@@ -768,9 +769,11 @@ class _Scratch:
 
     shifted: torch.Tensor
     work: torch.Tensor
+    gap: torch.Tensor | None = None
 
     def fitting(self, rows: int) -> _Scratch:
-        return _Scratch(self.shifted[:rows], self.work[:rows])
+        return _Scratch(self.shifted[:rows], self.work[:rows],
+                        None if self.gap is None else self.gap[:rows])
 
 
 def _exp_sums(

@@ -194,9 +194,11 @@ def _pilot_probes(
     """Scales s clustered around the optimum of the first queries, when that is worth it."""
     if isinstance(passes[0], CachedPass) or passes[0].rows < 4 * _PILOT_ROWS:
         return []
-    pilot_grid = fold_passes(passes, temperatures, first_rows=_PILOT_ROWS)
-    pilot = fit_temperature(passes, temperatures, pilot_grid.loss.detach(),
-                            pilot_grid.positive_unbeaten, first_rows=_PILOT_ROWS)
+    grid = (*temperatures[:-1:max(1, len(temperatures) // _PILOT_GRID)], temperatures[-1])
+    pilot_grid = fold_passes(passes, grid, first_rows=_PILOT_ROWS)
+    pilot = fit_temperature(passes, grid, pilot_grid.loss.detach(),
+                            pilot_grid.positive_unbeaten, first_rows=_PILOT_ROWS,
+                            precision=_PILOT_PRECISION)
     if pilot.temperature is None:
         return []
     return [1.0 / pilot.temperature * (1 + d) for d in _PILOT_CLUSTER]
@@ -218,6 +220,7 @@ def fit_temperature(
     summer: Summer | None = None,
     known: tuple[list[_Point], float] | None = None,
     first_rows: int | None = None,
+    precision: float = RELATIVE_PRECISION,
 ) -> Optimum:
     """The exact minimiser of the mean loss over all τ > 0, from the grid's per-sample losses
     (N, T).
@@ -225,7 +228,8 @@ def fit_temperature(
     Each step folds the scores at a handful of probe temperatures with their softmax
     moments; ``known`` holds points already evaluated (and the slope at s = 0). In a
     distributed run (``summer`` given) every mean is taken over all ranks' queries;
-    ``first_rows`` restricts the fit to the first queries (a pilot).
+    ``first_rows`` restricts the fit to the first queries (a pilot), which may settle for
+    a looser relative ``precision``.
     """
     means = _Means(summer)
     if bool(means.count(~positive_unbeaten) == 0):
@@ -235,7 +239,7 @@ def fit_temperature(
         result = fold_passes(passes, [], [1.0 / s for s in probes], first_rows=first_rows)
         return _points(result, probes, means, 0)
 
-    return _search(evaluate, temperatures, means.mean(grid_loss), known)
+    return _search(evaluate, temperatures, means.mean(grid_loss), known, precision)
 
 
 def _points(
@@ -272,6 +276,9 @@ class _Means:
 
 
 _PILOT_ROWS = 1024
+_PILOT_GRID = 16
+"""About this many grid temperatures bracket the pilot's optimum."""
+_PILOT_PRECISION = 1e-2
 _PILOT_CLUSTER = (-0.15, -0.05, 0.0, 0.05, 0.15)
 """Relative offsets in s of the probes around the pilot's optimum."""
 
@@ -281,8 +288,16 @@ def _search(
     temperatures: Sequence[float],
     grid_loss: Sequence[float],
     known_already: tuple[list[_Point], float] | None = None,
+    precision: float = RELATIVE_PRECISION,
 ) -> Optimum:
-    """Bracket the root of the slope in s and shrink the bracket to the required precision."""
+    """Bracket the root of the slope in s and shrink the bracket to ``precision`` (relative).
+
+    The root is settled by an evaluated point whose Newton step is below the precision, by
+    a bracket that narrow, or, between probes, by interpolation: the slope and curvature
+    known at the probes around the bracket define Hermite interpolants of the slope, and
+    when the roots of two of them, one a point richer than the other, agree to a tenth of
+    the precision, the richer one's root is taken without another pass.
+    """
     scales = [1.0 / t for t in temperatures]
     best = int(np.argmin(grid_loss))
     # The grid is sorted by τ, so its scales run downwards.
@@ -306,7 +321,7 @@ def _search(
         # A point whose Newton step is below the precision is the optimum (this also
         # covers a slope of exactly zero).
         settled = [p for p in points if p.curvature > 0
-                   and abs(p.slope) <= RELATIVE_PRECISION / 2 * p.scale * p.curvature]
+                   and abs(p.slope) <= precision / 2 * p.scale * p.curvature]
         if settled:
             return _optimum(min(settled, key=lambda p: abs(p.slope)), True, passes_done)
         below = [p.scale for p in known if p.slope < 0]
@@ -319,9 +334,11 @@ def _search(
             continue
         left = next(p for p in known if p.scale == lower)
         right = next(p for p in known if p.scale == upper)
-        if (upper - lower) <= RELATIVE_PRECISION * lower:
+        if (upper - lower) <= precision * lower:
             return _optimum(min((left, right), key=lambda p: abs(p.slope)), True, passes_done)
-        estimate = _hermite_root(left, right)
+        estimate, spread, used = _interpolated_root(left, right, known)
+        if spread <= precision / 10 * estimate:
+            return _interpolated_optimum(estimate, used, passes_done)
     closest = min(known, key=lambda p: abs(p.slope))
     return _optimum(closest, False, MAX_REFINE_PASSES)
 
@@ -367,21 +384,84 @@ def _parabola_vertex(scales: Sequence[float], loss: Sequence[float], best: int) 
     return float(-b / (2 * a)) if a > 0 else None
 
 
-def _hermite_root(left: _Point, right: _Point) -> float:
-    """Root of the cubic matching the slope and curvature at both ends of a bracket."""
-    h = right.scale - left.scale
+def _interpolated_root(
+    left: _Point, right: _Point, known: list[_Point]
+) -> tuple[float, float, list[_Point]]:
+    """The root of the slope inside the bracket (left, right), how far it moves when the
+    farthest of the points used is left out (inf when there is no point to spare), and the
+    points used.
 
-    def slope(t: float) -> float:  # cubic Hermite interpolation of the slope, t in [0, 1]
-        h00, h10 = 2 * t**3 - 3 * t**2 + 1, t**3 - 2 * t**2 + t
-        h01, h11 = -2 * t**3 + 3 * t**2, t**3 - t**2
-        return (h00 * left.slope + h10 * h * left.curvature + h01 * right.slope
-                + h11 * h * right.curvature)
+    The slope is interpolated (Hermite: value and derivative, i.e. the curvature) through
+    the bracket's ends and up to three known points nearest them, within 1.5× in s.
+    """
+    centre = math.sqrt(left.scale * right.scale)
+    chosen = [left, right]
+    # Points closer together than this add rounding, not information.
+    apart = 1e-3 * (right.scale - left.scale)
+    for point in sorted(known, key=lambda p: abs(math.log(p.scale / centre))):
+        if (len(chosen) < 5 and left.scale / 1.5 <= point.scale <= right.scale * 1.5
+                and all(abs(point.scale - p.scale) > apart for p in chosen)):
+            chosen.append(point)
+    roots = [_bracketed_root(_slope_interpolant(chosen[:count]), left, right)
+             for count in range(2, len(chosen) + 1)]
+    if len(roots) < 2 or roots[-1] is None or roots[-2] is None:
+        cubic = roots[0]
+        return (cubic if cubic is not None else centre), math.inf, chosen
+    return roots[-1], abs(roots[-1] - roots[-2]), chosen
 
-    low, high = 0.0, 1.0
+
+def _interpolated_optimum(root: float, points: list[_Point], passes: int) -> Optimum:
+    """The optimum at an interpolated root: its loss is the nearest point's plus the
+    integral of the slope interpolated through ``points`` up to the root (5-point
+    Gauss-Legendre, exact for the interpolant, whose degree is at most 9)."""
+    slope = _slope_interpolant(points)
+    nearest = min(points, key=lambda p: abs(p.scale - root))
+    start = nearest.scale
+    nodes, weights = np.polynomial.legendre.leggauss(5)
+    half = (root - start) / 2
+    rise = half * sum(weight * slope(start + half * (1 + node))
+                      for node, weight in zip(nodes, weights, strict=True))
+    return Optimum(1.0 / root, nearest.loss + float(rise), True, passes=passes)
+
+
+def _slope_interpolant(points: Sequence[_Point]) -> Callable[[float], float]:
+    """The polynomial matching the slope and the curvature at every point: Newton's form
+    over the doubled nodes (confluent divided differences)."""
+    nodes = [p.scale for p in points for _ in range(2)]
+    table = [p.slope for p in points for _ in range(2)]
+    coefficients = [table[0]]
+    for order in range(1, len(nodes)):
+        table = [
+            points[i // 2].curvature if order == 1 and i % 2 == 0
+            else (table[i + 1] - table[i]) / (nodes[i + order] - nodes[i])
+            for i in range(len(table) - 1)
+        ]
+        coefficients.append(table[0])
+
+    def slope(s: float) -> float:
+        value = coefficients[-1]
+        for coefficient, node in zip(coefficients[-2::-1], nodes[-2::-1], strict=False):
+            value = value * (s - node) + coefficient
+        return value
+
+    return slope
+
+
+def _bracketed_root(
+    slope: Callable[[float], float], left: _Point, right: _Point
+) -> float | None:
+    """Bisection on (left, right), where the slope rises from negative to positive; None when
+    the interpolant does not rise throughout, as the true slope does (its derivative is a
+    variance)."""
+    low, high = left.scale, right.scale
+    samples = [slope(low + (high - low) * i / 64) for i in range(65)]
+    if not (samples[0] < 0 < samples[-1]
+            and all(a < b for a, b in zip(samples, samples[1:], strict=False))):
+        return None
     for _ in range(60):
         middle = (low + high) / 2
         if slope(middle) < 0:
             low = middle
         else:
             high = middle
-    return left.scale + h * (low + high) / 2
+    return (low + high) / 2

@@ -16,6 +16,12 @@ from infonce_cli.engine import EngineOptions, score_embeddings
 from infonce_cli.temperature import (
     NO_OPTIMUM_COLD,
     NO_OPTIMUM_HOT,
+    RELATIVE_PRECISION,
+    _bracketed_root,
+    _interpolated_optimum,
+    _interpolated_root,
+    _Point,
+    _slope_interpolant,
     sweep_embeddings,
     temperature_grid,
 )
@@ -78,6 +84,68 @@ def test_optimum_matches_a_fine_brute_force_grid_and_the_first_order_condition(r
                                       optimum.temperature * 1.001) < 0
     assert _reference_first_order_gap(query, positive, np.arange(400),
                                       optimum.temperature / 1.001) > 0
+
+
+def _exact_point(scale, negatives, positives):
+    """Mean loss, slope and curvature in s of queries sharing ``negatives``, in float64."""
+    loss = slope = curvature = 0.0
+    for positive in positives:
+        scores = np.append(negatives, positive)
+        logits = scale * scores
+        weights = np.exp(logits - logits.max())
+        mean = (weights * scores).sum() / weights.sum()
+        loss += math.log(weights.sum()) + logits.max() - scale * positive
+        slope += mean - positive
+        curvature += (weights * (scores - mean) ** 2).sum() / weights.sum()
+    return _Point(scale, *(v / len(positives) for v in (loss, slope, curvature)))
+
+
+@pytest.mark.parametrize("pilot_error", [0.93, 1.07, 1.12])
+def test_interpolated_root_between_probes_is_exact_where_a_cubic_is_not(rng, pilot_error):
+    """Probes ±5% and ±15% around a pilot's estimate that is off by up to 12%: the slope's
+    Hermite interpolant through all of them pins the root far below the precision."""
+    negatives, positives = rng.normal(0, 0.05, size=2000), rng.normal(0.17, 0.03, size=64)
+    low, high = 1.0, 1000.0
+    for _ in range(60):
+        middle = (low + high) / 2
+        low, high = ((middle, high) if _exact_point(middle, negatives, positives).slope < 0
+                     else (low, middle))
+    root = (low + high) / 2
+    pilot = root * pilot_error
+    points = [_exact_point(pilot * (1 + d), negatives, positives)
+              for d in (-0.15, -0.05, 0.0, 0.05, 0.15)]
+    left = max((p for p in points if p.slope < 0), key=lambda p: p.scale)
+    right = min((p for p in points if p.slope > 0), key=lambda p: p.scale)
+    estimate, spread, used = _interpolated_root(left, right, points)
+    assert abs(estimate / root - 1) < 1e-8
+    assert spread <= RELATIVE_PRECISION / 10 * estimate  # so no further pass is needed
+    cubic = _bracketed_root(_slope_interpolant([left, right]), left, right)
+    assert abs(cubic / root - 1) > RELATIVE_PRECISION  # the bracket's ends alone fall short
+    optimum = _interpolated_optimum(estimate, used, 0)
+    assert optimum.loss_mean == pytest.approx(
+        _exact_point(root, negatives, positives).loss, rel=1e-9)
+
+
+def test_optimum_interpolated_between_the_grid_pass_probes(rng):
+    """Streamed inputs large enough for a pilot: it places probes that the grid pass folds
+    with their derivatives, and the optimum is interpolated between them, with no pass
+    after the grid's."""
+    n = 4096
+    query = rng.normal(size=(n, 32)).astype(np.float32)
+    positive = (query + rng.normal(size=query.shape)).astype(np.float32)
+    swept = sweep_embeddings(query, positive, None, temperature_grid(0.01, 1.0, 16),
+                             EngineOptions(max_memory=2**24))
+    optimum = swept.optimum
+    assert optimum.converged
+    assert optimum.passes == 0
+    assert optimum.gradient is None
+    # The slope in s changes sign within the promised precision either side.
+    rows = np.arange(n)
+    assert _reference_first_order_gap(query, positive, rows, optimum.temperature * 1.000001) < 0
+    assert _reference_first_order_gap(query, positive, rows, optimum.temperature / 1.000001) > 0
+    at_optimum = score_embeddings(query, positive, options=EngineOptions(
+        temperatures=(optimum.temperature,))).loss.double().mean().item()
+    assert optimum.loss_mean == pytest.approx(at_optimum, rel=1e-6)
 
 
 @pytest.mark.parametrize("grid", [(0.5, 0.8, 1.0), (0.001, 0.002, 0.004)])
