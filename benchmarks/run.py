@@ -238,6 +238,10 @@ def table(title: str, results: list[Measurement]) -> str:
                 if other is mine or not other.ok or not same_workload or other in ours_runs:
                     continue
                 lines.append(f"- {mine.name} / {other.name}: {mine.wall / other.wall:.2f}×")
+            # Against our own first run of the workload (sweep / score, bfloat16 / float32...).
+            first = next(r for r in ours_runs if prefix is None or r.name.startswith(prefix))
+            if first is not mine and first.ok and mine.ok:
+                lines.append(f"- {mine.name} / {first.name}: {mine.wall / first.wall:.2f}×")
     return "\n".join(lines) + "\n"
 
 

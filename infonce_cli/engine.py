@@ -56,6 +56,7 @@ _BLOCK_BYTES = 16 * 2**20
 """Largest working block. Blocks this small are reused by the allocator instead of being
 mapped afresh (and page-faulted) each time, and 512 × 2048 scores stay in cache."""
 _MIN_BLOCK = 64
+_ROUND_BLOCK = 256
 
 
 class NegativeMode(StrEnum):
@@ -317,17 +318,29 @@ class _Rows:
     fingerprint: torch.Tensor | None  # int64 per row; None where copies tie by construction
 
 
-_INT_VIEW = {2: torch.int16, 4: torch.int32, 8: torch.int64}
+_FINGERPRINT_ROWS = 1024
 
 
 def _fingerprint(rows: torch.Tensor) -> torch.Tensor:
-    """An integer hash of each row's bits: equal rows always get equal fingerprints, in any
-    order of summation (integer sums are exact)."""
-    dim = rows.shape[-1]
-    generator = torch.Generator().manual_seed(dim)
-    weights = torch.randint(1, 2**20, (dim,), generator=generator, dtype=torch.int64)
-    bits = rows.detach().contiguous().view(_INT_VIEW[rows.element_size()]).to(torch.int64)
-    return (bits * weights.to(rows.device)).sum(dim=-1)
+    """An integer hash of each row's bits: equal rows always get equal fingerprints.
+
+    The bits are read as 16-bit integers (|v| ≤ 2^15) and weighted (< 2^16) in a float64
+    matrix product: every partial sum is an integer below 2^53, so exact in any order of
+    summation, for rows of up to 2^22 such integers.
+    """
+    halves = rows.detach().contiguous().view(torch.int16)
+    columns = halves.shape[-1]
+    if columns >= 2**22:
+        raise UsageError(f"rows of {rows.shape[-1]} values are too wide (at most 2^20 floats)")
+    generator = torch.Generator().manual_seed(columns)
+    weights = torch.randint(1, 2**16, (columns,), generator=generator, dtype=torch.float64)
+    weights = weights.to(rows.device)
+    flat = halves.reshape(-1, columns)
+    out = torch.empty(flat.shape[0], dtype=torch.float64, device=rows.device)
+    for start in range(0, flat.shape[0], _FINGERPRINT_ROWS):  # float64 copies stay small
+        stop = start + _FINGERPRINT_ROWS
+        torch.mv(flat[start:stop].double(), weights, out=out[start:stop])
+    return out.to(torch.int64).reshape(halves.shape[:-1])
 
 
 class SimilarityPass:
@@ -374,6 +387,8 @@ class SimilarityPass:
         query_block = max(1, min(self.n, _QUERY_BLOCK, self.options.batch_size or self.n))
         budget_scores = max(budget // _BYTES_PER_SCORE, _MIN_BLOCK * _MIN_BLOCK)
         candidate_block = min(_CANDIDATE_BLOCK, budget_scores // query_block)
+        if candidate_block > _ROUND_BLOCK:  # matrix products run faster on round shapes
+            candidate_block -= candidate_block % _ROUND_BLOCK
         return query_block, max(_MIN_BLOCK, candidate_block)
 
     def _positive_rows(self, start: int, stop: int) -> _Rows:
@@ -393,6 +408,13 @@ class SimilarityPass:
         """Rows [start, stop) in the compute dtype. ``matrix`` rows are compared through a
         matrix product, so they are prepared and fingerprinted; paired rows are scored
         row by row from the raw values (see ``similarity.paired``)."""
+        raw = self._raw(source, start, stop)
+        if not matrix:
+            return _Rows(raw, raw, None)
+        return _Rows(raw, prepare_rows(raw, self.options.similarity), _fingerprint(raw))
+
+    def _raw(self, source: Rows, start: int, stop: int) -> torch.Tensor:
+        """Rows [start, stop) as a tensor on the device, in the compute dtype."""
         block = source[start:stop]
         if isinstance(block, np.ndarray):
             if not (block.flags.writeable and block.flags.c_contiguous
@@ -402,10 +424,7 @@ class SimilarityPass:
             block = torch.from_numpy(block)
             if self.options.device.type == "cuda":
                 block = block.pin_memory()  # so the copy below runs asynchronously
-        raw = block.to(device=self.options.device, dtype=self.options.dtype, non_blocking=True)
-        if not matrix:
-            return _Rows(raw, raw, None)
-        return _Rows(raw, prepare_rows(raw, self.options.similarity), _fingerprint(raw))
+        return block.to(device=self.options.device, dtype=self.options.dtype, non_blocking=True)
 
     def _batches(self) -> Iterator[tuple[int, int]]:
         """The batches that hold this pass's queries."""
@@ -422,7 +441,8 @@ class SimilarityPass:
             high = min(batch_stop, self.first_row + self.rows)
             for start in range(low, high, self.query_block):
                 stop = min(start + self.query_block, high)
-                queries = self._rows(self.query, start, stop).prepared
+                queries = prepare_rows(self._raw(self.query, start, stop),
+                                       self.options.similarity)
                 positives = self._positive_rows(start, stop)
                 positive_score = paired(queries, positives.raw.unsqueeze(1),
                                         self.options.similarity)[:, 0]
@@ -516,8 +536,9 @@ class SimilarityPass:
             if self.options.mask_duplicates:
                 drop = torch.zeros_like(scores, dtype=torch.bool) if drop is None else drop
                 drop[copies] = True
-            else:
-                scores.index_put_(copies, positive_score[copies[0]].to(scores.dtype))
+            else:  # widened first, so that the copies keep the positive's exact score
+                scores = scores.to(positive_score.dtype)
+                scores.index_put_(copies, positive_score[copies[0]])
         return _finish(scores, first_index, drop, own)
 
 
@@ -543,7 +564,7 @@ def _finish(
 ) -> ScoredBlock:
     """Set excluded entries to -inf: the query's own positive (counted once, up front) and
     masked false negatives (counted in ``masked_rows``)."""
-    minus_inf = torch.tensor(-math.inf, device=scores.device)
+    minus_inf = torch.tensor(-math.inf, dtype=scores.dtype, device=scores.device)
     if own is not None:
         scores.index_put_(own, minus_inf)
         if drop is not None:
@@ -642,6 +663,7 @@ class _RunningState:
         self.masked = torch.zeros(rows, dtype=torch.int64, device=device)
         self.hardest_score = torch.full((rows,), -math.inf, dtype=dtype, device=device)
         self.hardest_index = torch.full((rows,), -1, dtype=torch.int64, device=device)
+        self.select_rows = device.type == "cpu"
 
     def update(self, block: ScoredBlock) -> None:
         """Fold a (B, C) block of negative scores into the state.
@@ -658,17 +680,20 @@ class _RunningState:
             if block.masked_rows is not None:
                 self.masked.index_add_(0, block.masked_rows,
                                        torch.ones_like(block.masked_rows))
+        dtype = self.positive_score.dtype
         if scores.requires_grad:
-            self._fold_rows(slice(0, scores.shape[0]), scores, block.first_index, None)
+            self._fold_rows(slice(0, scores.shape[0]), scores.to(dtype), block.first_index, None)
             return
         chunk = max(1, _CACHE_SCORES // max(1, scores.shape[1]))
-        scratch = _Scratch(*(torch.empty_like(scores[:chunk])
-                             for _ in range(2 if self.gap_sum is None else 3)))
+        widen = scores.dtype != dtype  # half-precision scores, widened a chunk at a time
+        scratch = _Scratch(*(torch.empty_like(scores[:chunk], dtype=dtype)
+                             for _ in range(3 + (self.gap_sum is not None))))
         with torch.no_grad():
             for start in range(0, scores.shape[0], chunk):
                 rows = slice(start, min(start + chunk, scores.shape[0]))
-                self._fold_rows(rows, scores[rows], block.first_index,
-                                scratch.fitting(rows.stop - rows.start))
+                piece = scratch.fitting(rows.stop - rows.start)
+                self._fold_rows(rows, piece.scores.copy_(scores[rows]) if widen else scores[rows],
+                                block.first_index, piece)
 
     def _fold_rows(
         self, rows: slice, scores: torch.Tensor, first_index: int, scratch: _Scratch | None
@@ -684,27 +709,9 @@ class _RunningState:
         with torch.no_grad():
             detached = scores.detach()
             block_max = detached.amax(dim=1)
-            positive = self.positive_score.detach()[rows]
-            # Only rows whose block maximum reaches their positive have negatives to count.
-            reached = _selected(block_max >= positive)
-            if reached is not None:
-                chosen = detached[reached]
-                if scratch is None:
-                    counts = (chosen >= positive[reached, None]).sum(dim=1)
-                else:  # comparing into floats and summing them is several times faster
-                    work = scratch.work[:chosen.shape[0]]
-                    counts = torch.ge(chosen, positive[reached, None], out=work).sum(dim=1)
-                self.at_or_above[rows][reached] += counts.to(torch.int64)
-            # Only rows whose hardest negative changes need its column.
-            hardest_score, hardest_index = self.hardest_score[rows], self.hardest_index[rows]
-            changed = block_max > hardest_score
-            better = _selected(changed)
-            if better is not None:
-                value, column = detached[better].max(dim=1)
-                keep = changed[better]
-                hardest_score[better] = torch.where(keep, value, hardest_score[better])
-                hardest_index[better] = torch.where(keep, column + first_index,
-                                                    hardest_index[better])
+            self._count_at_or_above(rows, detached, block_max,
+                                    None if scratch is None else scratch.work)
+            self._track_hardest(rows, detached, block_max, first_index)
             old_maximum = self.maximum[rows]
             new_maximum = torch.maximum(old_maximum, block_max)
             rescale = torch.exp((old_maximum - new_maximum)[:, None] * self.scales)
@@ -721,6 +728,49 @@ class _RunningState:
             probe_rescale = rescale[:, self.moments_from:]
             self.first_moment[rows] = self.first_moment[rows] * probe_rescale + firsts
             self.second_moment[rows] = self.second_moment[rows] * probe_rescale + seconds
+
+    def _count_at_or_above(
+        self, rows: slice, scores: torch.Tensor, block_max: torch.Tensor,
+        work: torch.Tensor | None,
+    ) -> None:
+        """Count the negatives scoring at or above the positive. On the CPU only the rows
+        whose block maximum reaches their positive are compared (usually few); a GPU
+        compares every row rather than wait for the flags."""
+        positive = self.positive_score.detach()[rows]
+        chosen = None
+        if self.select_rows:
+            chosen = torch.nonzero(block_max >= positive).squeeze(1)
+            if chosen.numel() == 0:
+                return
+            if chosen.numel() < scores.shape[0]:
+                scores, positive = scores[chosen], positive[chosen]
+        # Comparing into floats and summing them is several times faster than with bools.
+        compared = (scores >= positive[:, None] if work is None
+                    else torch.ge(scores, positive[:, None], out=work[:scores.shape[0]]))
+        counts = compared.sum(dim=1).to(torch.int64)
+        if chosen is None:
+            self.at_or_above[rows] += counts
+        else:
+            self.at_or_above[rows].index_add_(0, chosen, counts)
+
+    def _track_hardest(
+        self, rows: slice, scores: torch.Tensor, block_max: torch.Tensor, first_index: int
+    ) -> None:
+        """Keep each query's hardest negative: its score and its index in the mode's
+        numbering. On the CPU only the rows whose hardest negative changes are searched
+        for its column; a GPU searches every row rather than wait for the flags."""
+        score, index = self.hardest_score[rows], self.hardest_index[rows]
+        changed = block_max > score
+        if not self.select_rows:
+            value, column = scores.max(dim=1)
+            score.copy_(torch.where(changed, value, score))
+            index.copy_(torch.where(changed, column + first_index, index))
+            return
+        better = torch.nonzero(changed).squeeze(1)
+        if better.numel():
+            value, column = scores[better].max(dim=1)
+            score[better] = value
+            index[better] = column + first_index
 
     def finish(self) -> dict[str, torch.Tensor]:
         log_sum = torch.log(self.sums) + self.maximum[:, None] * self.scales
@@ -754,25 +804,17 @@ below about −87 (denormal or zero results) dozens of times slower. exp(−80) 
 below float resolution next to the sums, which are at least 1 (the largest score's term)."""
 
 
-def _selected(flags: torch.Tensor) -> torch.Tensor | slice | None:
-    """The rows to work on: on the CPU those flagged (None when there are none), which saves
-    passes over the others; on a GPU all of them, which saves waiting for the flags."""
-    if flags.device.type != "cpu" or bool(flags.all()):
-        return slice(None)
-    rows = torch.nonzero(flags).squeeze(1)
-    return rows if rows.numel() else None
-
-
 @dataclass
 class _Scratch:
     """Reused (rows, C) work space for folding row chunks."""
 
+    scores: torch.Tensor
     shifted: torch.Tensor
     work: torch.Tensor
     gap: torch.Tensor | None = None
 
     def fitting(self, rows: int) -> _Scratch:
-        return _Scratch(self.shifted[:rows], self.work[:rows],
+        return _Scratch(self.scores[:rows], self.shifted[:rows], self.work[:rows],
                         None if self.gap is None else self.gap[:rows])
 
 
@@ -798,9 +840,10 @@ def _exp_sums_in_place(
     read from the cache, and nothing is allocated per scale."""
     rows = shifted.shape[0]
     sums = shifted.new_empty((len(scales), rows))
-    probes = len(scales) - moments_from if gap is not None else 0
-    firsts = shifted.new_empty((max(probes, 0), rows))
-    seconds = shifted.new_empty((max(probes, 0), rows))
+    probes = max(len(scales) - moments_from, 0) if gap is not None else 0
+    firsts = seconds = sums[:0]
+    if probes:
+        firsts, seconds = shifted.new_empty((probes, rows)), shifted.new_empty((probes, rows))
     # On the CPU, exponents are clamped where they could fall below the floor (the lowest
     # score decides it when there are enough scales to be worth finding it).
     on_cpu = shifted.device.type == "cpu"

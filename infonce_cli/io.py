@@ -33,7 +33,7 @@ _SCAN_BYTES = 16 * 2**20
 class Embeddings:
     """One input array and where it came from.
 
-    ``values`` is row-sliceable: a read-only memory map for ``.npy`` files, an
+    ``values`` is row-sliceable: a reader of rows for ``.npy`` files, an
     in-memory array otherwise. ``label`` names it in messages: the file, plus
     the column or key when one was chosen.
     """

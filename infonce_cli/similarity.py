@@ -41,8 +41,10 @@ def pairwise(
 ) -> torch.Tensor:
     """Scores of every query against every candidate: (B, d) × (C, d) → (B, C).
 
-    Inputs are prepared rows. The product runs in the inputs' dtype; the scores
-    come back in float32 (float64 when the inputs are float64).
+    Inputs are prepared rows. The product runs in the inputs' dtype. Cosine and dot
+    scores come back in it, so that half-precision scores can be widened to float32
+    a cache-sized piece at a time where they are used; L2 scores come back in float32
+    (float64 for float64 inputs).
 
     >>> q = torch.tensor([[1.0, 0.0]]); c = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
     >>> pairwise(q, c, Similarity.DOT)
@@ -50,8 +52,9 @@ def pairwise(
     >>> pairwise(q, c, Similarity.L2)
     tensor([[ 0., -5.]])
     """
-    scores = (queries @ candidates.T).to(reduction_dtype(queries.dtype))
+    scores = queries @ candidates.T
     if similarity is Similarity.L2:
+        scores = scores.to(reduction_dtype(queries.dtype))
         return 2 * scores - _squared_norms(queries)[:, None] - _squared_norms(candidates)[None, :]
     return scores
 
