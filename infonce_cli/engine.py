@@ -47,14 +47,15 @@ Rows: TypeAlias = "np.ndarray[Any, Any] | torch.Tensor | RowSource"
 DEFAULT_MAX_MEMORY = 512 * 2**20
 """Default working-memory budget for score blocks and row blocks, in bytes."""
 
-_BYTES_PER_SCORE = 24
-"""Working bytes per score in a block: the scores and the temporaries built from them."""
+_BYTES_PER_SCORE = 12
+"""Working bytes per score in a block: the scores, their float32 copy when they are half
+precision, and the block-sized masks; the rest of the work runs in cache-sized chunks."""
 
 _QUERY_BLOCK = 512
-_CANDIDATE_BLOCK = 2048
+_CANDIDATE_BLOCK = 4096
 _BLOCK_BYTES = 16 * 2**20
-"""Largest working block. Blocks this small are reused by the allocator instead of being
-mapped afresh (and page-faulted) each time, and 512 × 2048 scores stay in cache."""
+"""Largest working block: blocks this small are reused by the allocator instead of being
+mapped afresh (and page-faulted) each time."""
 _MIN_BLOCK = 64
 _ROUND_BLOCK = 256
 
@@ -664,14 +665,21 @@ class _RunningState:
         self.hardest_score = torch.full((rows,), -math.inf, dtype=dtype, device=device)
         self.hardest_index = torch.full((rows,), -1, dtype=torch.int64, device=device)
         self.select_rows = device.type == "cpu"
+        self._buffers: dict[str, torch.Tensor] = {}
 
     def update(self, block: ScoredBlock) -> None:
         """Fold a (B, C) block of negative scores into the state.
 
-        Without autograd, the block is folded in row chunks that stay in the CPU's cache,
+        Ranks, hardest negatives and the running maximum are updated for the whole block.
+        Then, without autograd, the sums of exponentials are folded in row chunks that
+        stay in the CPU's cache (half-precision scores widened to float32 on the way),
         through scratch space reused by every chunk and temperature.
         """
         scores = block.scores
+        dtype = self.positive_score.dtype
+        if scores.dtype != dtype and not scores.requires_grad:
+            # Half-precision scores are widened once, into space reused by every block.
+            scores = self._buffer("widened", scores.shape).copy_(scores)
         with torch.no_grad():
             self.num_candidates += scores.shape[1]
             if block.excluded is not None:
@@ -680,25 +688,38 @@ class _RunningState:
             if block.masked_rows is not None:
                 self.masked.index_add_(0, block.masked_rows,
                                        torch.ones_like(block.masked_rows))
-        dtype = self.positive_score.dtype
+            block_max = scores.detach().amax(dim=1).to(dtype)
+            self._count_at_or_above(scores.detach(), block_max)
+            self._track_hardest(scores.detach(), block_max, block.first_index)
+            new_maximum = torch.maximum(self.maximum, block_max)
+            rescale = torch.exp((self.maximum - new_maximum)[:, None] * self.scales)
+            self.maximum = new_maximum
+        self.sums = self.sums * rescale
+        if self.first_moment is not None and self.second_moment is not None:
+            self.first_moment = self.first_moment * rescale[:, self.moments_from:]
+            self.second_moment = self.second_moment * rescale[:, self.moments_from:]
         if scores.requires_grad:
-            self._fold_rows(slice(0, scores.shape[0]), scores.to(dtype), block.first_index, None)
+            self._add_sums(slice(0, scores.shape[0]), scores.to(dtype), None)
             return
         chunk = max(1, _CACHE_SCORES // max(1, scores.shape[1]))
-        widen = scores.dtype != dtype  # half-precision scores, widened a chunk at a time
-        scratch = _Scratch(*(torch.empty_like(scores[:chunk], dtype=dtype)
-                             for _ in range(3 + (self.gap_sum is not None))))
+        shape = (chunk, scores.shape[1])
+        scratch = _Scratch(self._buffer("shifted", shape), self._buffer("work", shape),
+                           None if self.gap_sum is None else self._buffer("gap", shape))
         with torch.no_grad():
             for start in range(0, scores.shape[0], chunk):
                 rows = slice(start, min(start + chunk, scores.shape[0]))
-                piece = scratch.fitting(rows.stop - rows.start)
-                self._fold_rows(rows, piece.scores.copy_(scores[rows]) if widen else scores[rows],
-                                block.first_index, piece)
+                self._add_sums(rows, scores[rows], scratch.fitting(rows.stop - rows.start))
 
-    def _fold_rows(
-        self, rows: slice, scores: torch.Tensor, first_index: int, scratch: _Scratch | None
-    ) -> None:
-        """Fold the scores of the queries ``rows``: ranks, hardest negatives and sums."""
+    def _buffer(self, name: str, shape: tuple[int, ...]) -> torch.Tensor:
+        """Scratch space of this shape, reused by every block of the query block."""
+        size = math.prod(shape)
+        buffer = self._buffers.get(name)
+        if buffer is None or buffer.numel() < size:
+            buffer = self._buffers[name] = self.positive_score.new_empty(size)
+        return buffer[:size].view(shape)
+
+    def _add_sums(self, rows: slice, scores: torch.Tensor, scratch: _Scratch | None) -> None:
+        """Add the exponential sums (and the probes' moments) of the queries ``rows``."""
         gap = None
         if self.gap_sum is not None:  # x − x_pos, 0 for the excluded entries (−inf scores)
             positive_score = self.positive_score[rows, None]
@@ -706,37 +727,24 @@ class _RunningState:
                    else torch.sub(scores, positive_score, out=scratch.gap))
             gap = gap.nan_to_num(neginf=0.0) if scratch is None else gap.nan_to_num_(neginf=0.0)
             self.gap_sum[rows] += gap.sum(dim=1)
-        with torch.no_grad():
-            detached = scores.detach()
-            block_max = detached.amax(dim=1)
-            self._count_at_or_above(rows, detached, block_max,
-                                    None if scratch is None else scratch.work)
-            self._track_hardest(rows, detached, block_max, first_index)
-            old_maximum = self.maximum[rows]
-            new_maximum = torch.maximum(old_maximum, block_max)
-            rescale = torch.exp((old_maximum - new_maximum)[:, None] * self.scales)
-            self.maximum[rows] = new_maximum
+        maximum = self.maximum[rows, None]
         if scratch is None:
-            sums, firsts, seconds = _exp_sums(scores - new_maximum[:, None], gap, self.scales,
+            sums, firsts, seconds = _exp_sums(scores - maximum, gap, self.scales,
                                               self.moments_from)
         else:
-            shifted = torch.sub(scores, new_maximum[:, None], out=scratch.shifted)
+            shifted = torch.sub(scores, maximum, out=scratch.shifted)
             sums, firsts, seconds = _exp_sums_in_place(
                 shifted, gap, self.scale_values, self.moments_from, scratch.work)
-        self.sums[rows] = self.sums[rows] * rescale + sums
+        self.sums[rows] += sums
         if self.first_moment is not None and self.second_moment is not None:
-            probe_rescale = rescale[:, self.moments_from:]
-            self.first_moment[rows] = self.first_moment[rows] * probe_rescale + firsts
-            self.second_moment[rows] = self.second_moment[rows] * probe_rescale + seconds
+            self.first_moment[rows] += firsts
+            self.second_moment[rows] += seconds
 
-    def _count_at_or_above(
-        self, rows: slice, scores: torch.Tensor, block_max: torch.Tensor,
-        work: torch.Tensor | None,
-    ) -> None:
+    def _count_at_or_above(self, scores: torch.Tensor, block_max: torch.Tensor) -> None:
         """Count the negatives scoring at or above the positive. On the CPU only the rows
         whose block maximum reaches their positive are compared (usually few); a GPU
         compares every row rather than wait for the flags."""
-        positive = self.positive_score.detach()[rows]
+        positive = self.positive_score.detach()
         chosen = None
         if self.select_rows:
             chosen = torch.nonzero(block_max >= positive).squeeze(1)
@@ -745,32 +753,33 @@ class _RunningState:
             if chosen.numel() < scores.shape[0]:
                 scores, positive = scores[chosen], positive[chosen]
         # Comparing into floats and summing them is several times faster than with bools.
-        compared = (scores >= positive[:, None] if work is None
-                    else torch.ge(scores, positive[:, None], out=work[:scores.shape[0]]))
+        compared = torch.ge(scores, positive[:, None],
+                            out=torch.empty(scores.shape, dtype=positive.dtype,
+                                            device=scores.device))
         counts = compared.sum(dim=1).to(torch.int64)
         if chosen is None:
-            self.at_or_above[rows] += counts
+            self.at_or_above += counts
         else:
-            self.at_or_above[rows].index_add_(0, chosen, counts)
+            self.at_or_above.index_add_(0, chosen, counts)
 
     def _track_hardest(
-        self, rows: slice, scores: torch.Tensor, block_max: torch.Tensor, first_index: int
+        self, scores: torch.Tensor, block_max: torch.Tensor, first_index: int
     ) -> None:
         """Keep each query's hardest negative: its score and its index in the mode's
         numbering. On the CPU only the rows whose hardest negative changes are searched
         for its column; a GPU searches every row rather than wait for the flags."""
-        score, index = self.hardest_score[rows], self.hardest_index[rows]
-        changed = block_max > score
+        changed = block_max > self.hardest_score
         if not self.select_rows:
             value, column = scores.max(dim=1)
-            score.copy_(torch.where(changed, value, score))
-            index.copy_(torch.where(changed, column + first_index, index))
+            self.hardest_score = torch.where(changed, value.to(block_max.dtype),
+                                             self.hardest_score)
+            self.hardest_index = torch.where(changed, column + first_index, self.hardest_index)
             return
         better = torch.nonzero(changed).squeeze(1)
         if better.numel():
             value, column = scores[better].max(dim=1)
-            score[better] = value
-            index[better] = column + first_index
+            self.hardest_score[better] = value.to(block_max.dtype)
+            self.hardest_index[better] = column + first_index
 
     def finish(self) -> dict[str, torch.Tensor]:
         log_sum = torch.log(self.sums) + self.maximum[:, None] * self.scales
@@ -808,13 +817,12 @@ below float resolution next to the sums, which are at least 1 (the largest score
 class _Scratch:
     """Reused (rows, C) work space for folding row chunks."""
 
-    scores: torch.Tensor
     shifted: torch.Tensor
     work: torch.Tensor
     gap: torch.Tensor | None = None
 
     def fitting(self, rows: int) -> _Scratch:
-        return _Scratch(self.scores[:rows], self.shifted[:rows], self.work[:rows],
+        return _Scratch(self.shifted[:rows], self.work[:rows],
                         None if self.gap is None else self.gap[:rows])
 
 
