@@ -782,8 +782,8 @@ class _RunningState:
             self.hardest_index[better] = column + first_index
 
     def finish(self) -> dict[str, torch.Tensor]:
-        log_sum = torch.log(self.sums) + self.maximum[:, None] * self.scales
-        loss = log_sum - self.positive_score[:, None] * self.scales
+        # (max − x_pos)·s in one product: exactly 0 when the positive is the maximum.
+        loss = torch.log(self.sums) + (self.maximum - self.positive_score)[:, None] * self.scales
         result = {
             "loss": loss,
             "positive_score": self.positive_score,
