@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,8 @@ class Measurement:
     ok: bool
     loss: float | None = None
     note: str = ""
+    baseline: str | None = None
+    """Another of our runs this one is compared with (sweep / score, bfloat16 / float32)."""
 
 
 def measure(name: str, command: list[str], limit: int | None = None) -> Measurement:
@@ -146,8 +148,9 @@ def suite_sweep() -> list[Measurement]:
     timed = ",".join(f"{t:.6g}" for t in grid[::8])  # 8 of the 64, scaled up below
     results = [
         measure("infonce score (τ = 0.05)", ours("score", "-q", q, "-p", p)),
-        measure(f"infonce sweep-temperature ({GRID} τ + optimum)",
-                ours("sweep-temperature", "-q", q, "-p", p, "--steps", GRID)),
+        replace(measure(f"infonce sweep-temperature ({GRID} τ + optimum)",
+                        ours("sweep-temperature", "-q", q, "-p", p, "--steps", GRID)),
+                baseline="infonce score (τ = 0.05)"),
         measure("info-nce-pytorch (τ = 0.05)", peer("info-nce-pytorch", "in-batch", "0.05", q, p),
                 PEER_MEMORY_LIMIT),
     ]
@@ -172,13 +175,15 @@ def suite_scale() -> list[Measurement]:
             measure(f"{tag} · torch floor", peer("torch-floor", "in-batch", "0.05", q, p)),
         ]
     q, p = pairs(32768, 768, 3.0)
-    results.append(measure("in-batch N=32768 d=768 · infonce bfloat16",
-                           ours("score", "-q", q, "-p", p, "--dtype", "bfloat16")))
+    results.append(replace(measure("in-batch N=32768 d=768 · infonce bfloat16",
+                                   ours("score", "-q", q, "-p", p, "--dtype", "bfloat16")),
+                           baseline="in-batch N=32768 d=768 · infonce"))
     q, p = pairs(16384, 384, 3.0)
     table = as_parquet(q, p)
-    results.append(measure("in-batch N=16384 d=384 · infonce from Parquet",
-                           ours("score", "-q", table, "--query-col", "query", "-p", table,
-                                "--pos-col", "positive")))
+    results.append(replace(measure("in-batch N=16384 d=384 · infonce from Parquet",
+                                   ours("score", "-q", table, "--query-col", "query", "-p",
+                                        table, "--pos-col", "positive")),
+                           baseline="in-batch N=16384 d=384 · infonce"))
     n, m, d = 65536, 15, 384
     q, p = pairs(n, d, 10.0)
     neg = paired_negatives(n, m, d)
@@ -229,19 +234,19 @@ def table(title: str, results: list[Measurement]) -> str:
         wall = f"{r.wall:.2f}" if r.ok else "failed"
         lines.append(f"| {r.name} | {wall} | {r.peak_rss / 2**30:.2f} | {loss} | {r.note} |")
     ours_runs = [r for r in results if "infonce" in r.name and "info-nce" not in r.name]
-    if ours_runs:
-        lines += ["", "Ratios (ours / theirs, wall time):"]
-        for mine in ours_runs:
-            prefix = mine.name.split(" · ")[0] if " · " in mine.name else None
-            for other in results:
-                same_workload = prefix is None or other.name.startswith(prefix)
-                if other is mine or not other.ok or not same_workload or other in ours_runs:
-                    continue
-                lines.append(f"- {mine.name} / {other.name}: {mine.wall / other.wall:.2f}×")
-            # Against our own first run of the workload (sweep / score, bfloat16 / float32...).
-            first = next(r for r in ours_runs if prefix is None or r.name.startswith(prefix))
-            if first is not mine and first.ok and mine.ok:
-                lines.append(f"- {mine.name} / {first.name}: {mine.wall / first.wall:.2f}×")
+    ratios = []
+    for mine in ours_runs:
+        prefix = mine.name.split(" · ")[0] if " · " in mine.name else None
+        for other in results:
+            same_workload = prefix is None or other.name.startswith(prefix)
+            if other is mine or not other.ok or not same_workload or other in ours_runs:
+                continue
+            ratios.append(f"- {mine.name} / {other.name}: {mine.wall / other.wall:.2f}×")
+        base = next((r for r in results if r.name == mine.baseline), None)
+        if base is not None and base.ok and mine.ok:
+            ratios.append(f"- {mine.name} / {base.name}: {mine.wall / base.wall:.2f}×")
+    if ratios:
+        lines += ["", "Ratios (ours / theirs, wall time):", *ratios]
     return "\n".join(lines) + "\n"
 
 
