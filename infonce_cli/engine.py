@@ -664,7 +664,7 @@ class _RunningState:
         self.masked = torch.zeros(rows, dtype=torch.int64, device=device)
         self.hardest_score = torch.full((rows,), -math.inf, dtype=dtype, device=device)
         self.hardest_index = torch.full((rows,), -1, dtype=torch.int64, device=device)
-        self.select_rows = device.type == "cpu"
+        self.select_rows = _picks_rows(device)
         self._buffers: dict[str, torch.Tensor] = {}
 
     def update(self, block: ScoredBlock) -> None:
@@ -802,6 +802,13 @@ class _RunningState:
         if self.gap_sum is not None:
             result["mean_candidate_gap"] = self.gap_sum / self.num_candidates
         return result
+
+
+def _picks_rows(device: torch.device) -> bool:
+    """Whether rank counting and hardest-negative search are narrowed to the rows that need
+    them, which means waiting for the flags that pick them: on the CPU, yes; a GPU is
+    better off doing every row than stalling its queue."""
+    return device.type == "cpu"
 
 
 _CACHE_SCORES = 2**18

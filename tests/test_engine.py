@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from infonce_cli import engine
 from infonce_cli.engine import EngineOptions, NegativeMode, score_embeddings
 from infonce_cli.errors import UsageError
 from infonce_cli.similarity import Similarity
@@ -58,6 +59,21 @@ def test_matches_float64_loop(rng, case, similarity):
                                atol=1e-4)
     np.testing.assert_allclose(got.hardest_negative_score.numpy(), want.hardest_negative_score,
                                rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("case", ["in-batch, batch 8", "paired", "shared", "in-batch+paired"])
+def test_every_row_path_matches_float64_loop(rng, monkeypatch, case):
+    """The path a GPU takes (every row searched, no flags waited for), run on the CPU."""
+    monkeypatch.setattr(engine, "_picks_rows", lambda device: False)
+    query, positive, paired, shared = _data(rng)
+    neg_key, engine_kwargs, ref_kwargs = CASES[case]
+    negatives = {"paired": paired, "shared": shared, None: None}[neg_key]
+    got = score_embeddings(query, positive, negatives,
+                           EngineOptions(temperatures=(0.1,), max_memory=2**12, **engine_kwargs))
+    want = reference(query, positive, negatives, temperature=0.1, **ref_kwargs)
+    np.testing.assert_allclose(got.loss[:, 0].numpy(), want.loss, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(got.rank.numpy(), want.rank)
+    np.testing.assert_array_equal(got.hardest_negative_index.numpy(), want.hardest_negative_index)
 
 
 def test_modes_follow_shapes(rng):
