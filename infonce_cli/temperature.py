@@ -5,9 +5,11 @@ With s = 1/τ, the mean loss is convex in s: its derivative is the mean over
 queries of E_softmax[x] − x_pos and its second derivative the mean softmax
 variance of the similarities, which is ≥ 0. So the optimum is found by
 bracketing on the grid (extending past its edges by doubling or halving s) and
-shrinking the bracket with Newton-like steps, each pass evaluating the
-derivatives at a few points at once. When the scores fit the memory budget they
-are computed once and kept, so later passes only redo the exponentials.
+shrinking the bracket with steps on Hermite interpolants of the slope, each pass
+evaluating the derivatives at a few points at once. When the scores fit the
+memory budget they are computed once and kept, so later passes only redo the
+exponentials; when they do not, a pilot on the first queries places probes that
+the grid pass evaluates too, which usually pins the optimum with no further pass.
 """
 
 from __future__ import annotations
@@ -440,7 +442,7 @@ def _slope_interpolant(points: Sequence[_Point]) -> Callable[[float], float]:
 
     def slope(s: float) -> float:
         value = coefficients[-1]
-        for coefficient, node in zip(coefficients[-2::-1], nodes[-2::-1], strict=False):
+        for coefficient, node in zip(coefficients[-2::-1], nodes[-2::-1], strict=True):
             value = value * (s - node) + coefficient
         return value
 
