@@ -58,6 +58,10 @@ _BLOCK_BYTES = 16 * 2**20
 mapped afresh (and page-faulted) each time."""
 _MIN_BLOCK = 64
 _ROUND_BLOCK = 256
+_GPU_QUERY_BLOCK = 4096
+_GPU_CANDIDATE_BLOCK = 16384
+_GPU_BYTES_PER_SCORE = 24
+"""On a GPU blocks are folded whole: the scores, their float32 copy and the temporaries."""
 
 
 class NegativeMode(StrEnum):
@@ -380,14 +384,22 @@ class SimilarityPass:
         return batch * (1 + int(negatives.shape[1]))
 
     def _block_sizes(self) -> tuple[int, int]:
-        """Blocks sized for the cache; the memory budget only ever shrinks them."""
-        budget = min(self.options.max_memory, _BLOCK_BYTES)
+        """Blocks sized for the CPU's cache, or on a GPU as large as the memory budget
+        allows (large products keep it busy, and each block is folded whole); the budget
+        only ever shrinks them."""
+        on_gpu = self.options.device.type != "cpu"
+        budget = self.options.max_memory if on_gpu else min(self.options.max_memory,
+                                                             _BLOCK_BYTES)
+        per_score = _GPU_BYTES_PER_SCORE if on_gpu else _BYTES_PER_SCORE
         if self.mode is NegativeMode.PAIRED:
-            per_query = int(self.negatives.shape[1]) * (self.dim + _BYTES_PER_SCORE)  # type: ignore[union-attr]
+            per_query = int(self.negatives.shape[1]) * (self.dim + per_score)  # type: ignore[union-attr]
             return max(1, min(self.n, budget // max(per_query * 4, 1))), 0
-        query_block = max(1, min(self.n, _QUERY_BLOCK, self.options.batch_size or self.n))
-        budget_scores = max(budget // _BYTES_PER_SCORE, _MIN_BLOCK * _MIN_BLOCK)
-        candidate_block = min(_CANDIDATE_BLOCK, budget_scores // query_block)
+        query_block = max(1, min(self.n, _GPU_QUERY_BLOCK if on_gpu else _QUERY_BLOCK,
+                                 self.options.batch_size or self.n))
+        budget_scores = max(budget // per_score, _MIN_BLOCK * _MIN_BLOCK)
+        query_block = min(query_block, budget_scores // _MIN_BLOCK)
+        candidate_block = min(_GPU_CANDIDATE_BLOCK if on_gpu else _CANDIDATE_BLOCK,
+                              budget_scores // query_block)
         if candidate_block > _ROUND_BLOCK:  # matrix products run faster on round shapes
             candidate_block -= candidate_block % _ROUND_BLOCK
         return query_block, max(_MIN_BLOCK, candidate_block)
@@ -701,7 +713,8 @@ class _RunningState:
         if scores.requires_grad:
             self._add_sums(slice(0, scores.shape[0]), scores.to(dtype), None)
             return
-        chunk = max(1, _CACHE_SCORES // max(1, scores.shape[1]))
+        chunk = (max(1, _CACHE_SCORES // max(1, scores.shape[1]))
+                 if scores.device.type == "cpu" else scores.shape[0])  # a GPU takes it whole
         shape = (chunk, scores.shape[1])
         scratch = _Scratch(self._buffer("shifted", shape), self._buffer("work", shape),
                            None if self.gap_sum is None else self._buffer("gap", shape))

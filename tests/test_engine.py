@@ -76,6 +76,20 @@ def test_every_row_path_matches_float64_loop(rng, monkeypatch, case):
     np.testing.assert_array_equal(got.hardest_negative_index.numpy(), want.hardest_negative_index)
 
 
+@pytest.mark.parametrize("max_memory", [2**20, 2**29, 2**32])
+def test_gpu_blocks_are_larger_and_stay_within_the_budget(max_memory):
+    """On a GPU the blocks are folded whole, so they are sized by the memory budget (with
+    every temporary counted), not by the CPU's cache. Sizing needs no GPU."""
+    rows = np.zeros((100_000, 768), dtype=np.float32)
+    sizes = {}
+    for device in ("cpu", "cuda"):
+        options = EngineOptions(device=torch.device(device), max_memory=max_memory)
+        one = engine.SimilarityPass(rows, rows, None, NegativeMode.IN_BATCH, options)
+        sizes[device] = one.query_block * one.candidate_block
+    assert sizes["cuda"] * engine._GPU_BYTES_PER_SCORE <= max(max_memory, 24 * 64 * 64)
+    assert sizes["cuda"] >= sizes["cpu"] or max_memory < 2**24
+
+
 def test_modes_follow_shapes(rng):
     query, positive, paired, shared = _data(rng)
     assert score_embeddings(query, positive).mode is NegativeMode.IN_BATCH
