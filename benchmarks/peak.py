@@ -3,8 +3,10 @@
     python benchmarks/peak.py OUTFILE -m infonce_cli score ...
     python benchmarks/peak.py OUTFILE path/to/script.py ARGS...
 
-The peak (VmHWM, bytes) is written to OUTFILE at exit. Measured inside the process
-because a forked child's rusage also counts the parent's memory at fork time.
+The peak (VmHWM, bytes) is written to OUTFILE at exit, and on a second line the GPU
+memory the process's CUDA allocator reserved at its peak, when it used CUDA. Measured
+inside the process because a forked child's rusage also counts the parent's memory at
+fork time.
 """
 
 from __future__ import annotations
@@ -15,11 +17,16 @@ import sys
 
 
 def _record(path: str) -> None:
+    lines = []
     with open("/proc/self/status") as status:
         for line in status:
             if line.startswith("VmHWM:"):
-                with open(path, "w") as out:
-                    out.write(str(int(line.split()[1]) * 1024))
+                lines.append(str(int(line.split()[1]) * 1024))
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        lines.append(str(torch.cuda.max_memory_reserved()))
+    with open(path, "w") as out:
+        out.write("\n".join(lines))
 
 
 def main() -> None:

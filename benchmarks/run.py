@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -44,6 +45,8 @@ class Measurement:
     note: str = ""
     baseline: str | None = None
     """Another of our runs this one is compared with (sweep / score, bfloat16 / float32)."""
+    gpu_peak: int | None = None  # bytes the CUDA allocator reserved at its peak
+    output: dict[str, Any] | None = None  # the JSON the process printed
 
 
 def measure(name: str, command: list[str], limit: int | None = None) -> Measurement:
@@ -59,18 +62,27 @@ def measure(name: str, command: list[str], limit: int | None = None) -> Measurem
         started = time.perf_counter()
         result = subprocess.run(full, capture_output=True, text=True, preexec_fn=cap)
         wall = time.perf_counter() - started
-        peak = int(record.read_text()) if record.exists() else 0
-    loss = _loss_from(result.stdout) if result.returncode == 0 else None
+        peaks = [int(v) for v in record.read_text().split()] if record.exists() else [0]
+    output = _json_from(result.stdout) if result.returncode == 0 else None
     lines = result.stderr.strip().splitlines() or [f"exit {result.returncode}"]
     note = "" if result.returncode == 0 else lines[-1][:90]
-    return Measurement(name, wall, peak, result.returncode == 0, loss, note)
+    gpu_peak = peaks[1] if len(peaks) > 1 else None
+    if gpu_peak is not None and not note:
+        note = f"GPU peak {gpu_peak / 2**30:.2f} GiB"
+    return Measurement(name, wall, peaks[0], result.returncode == 0,
+                       _loss_from(output) if output else None, note, gpu_peak=gpu_peak,
+                       output=output)
 
 
-def _loss_from(stdout: str) -> float | None:
+def _json_from(stdout: str) -> dict[str, Any] | None:
     try:
         data = json.loads(stdout)
     except json.JSONDecodeError:
         return None
+    return data if isinstance(data, dict) else None
+
+
+def _loss_from(data: dict[str, Any]) -> float | None:
     if "loss" in data and isinstance(data["loss"], dict):
         return float(data["loss"]["mean"])
     if "rows" in data:
@@ -129,9 +141,9 @@ def size_of(*paths: Path) -> int:
 # ---------------------------------------------------------------- commands
 
 
-def ours(*args: str | Path) -> list[str]:
+def ours(*args: str | Path, device: str = "cpu") -> list[str]:
     return ["-m", "infonce_cli", *map(str, args), "--format", "json", "--quiet",
-            "--device", "cpu"]
+            "--device", device]
 
 
 def peer(tool: str, mode: str, temperatures: str, *paths: Path) -> list[str]:
@@ -149,7 +161,7 @@ def suite_sweep() -> list[Measurement]:
     results = [
         measure("infonce score (τ = 0.05)", ours("score", "-q", q, "-p", p)),
         replace(measure(f"infonce sweep-temperature ({GRID} τ + optimum)",
-                        ours("sweep-temperature", "-q", q, "-p", p, "--steps", GRID)),
+                        ours("sweep-temperature", "-q", q, "-p", p, "--steps", str(GRID))),
                 baseline="infonce score (τ = 0.05)"),
         measure("info-nce-pytorch (τ = 0.05)", peer("info-nce-pytorch", "in-batch", "0.05", q, p),
                 PEER_MEMORY_LIMIT),
@@ -218,12 +230,70 @@ def suite_startup() -> list[Measurement]:
     ]
 
 
+GPU_N = 262144
+GPU_BLOCKS = (4096, 16384)
+"""infonce's block shape on a GPU under --max-memory 4GiB (4 GiB / 24 bytes per score)."""
+
+
+def suite_gpu() -> list[Measurement]:
+    """Issue (needs an NVIDIA GPU): in-batch N = 262,144, d = 768, float32 on CUDA, against
+    the bare matrix products of the same block shapes; GPU memory; CPU/GPU agreement."""
+    found = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.is_available())"],
+                           capture_output=True, text=True)
+    if found.stdout.strip() != "True":
+        return []
+    return device_suite("cuda", GPU_N, 32768)
+
+
+def device_suite(device: str, n: int, agreement_n: int) -> list[Measurement]:
+    q, p = pairs(n, 768, 3.0)
+    rows, columns = GPU_BLOCKS
+    tag = f"in-batch N={n} d=768"
+    results = [
+        measure(f"{tag} · infonce on {device}",
+                ours("score", "-q", q, "-p", p, "--max-memory", "4GiB", device=device)),
+        measure(f"{tag} · torch.mm of the same blocks on {device}",
+                [str(HERE / "workers.py"), "matmul-rate", device, str(rows), str(columns),
+                 str(q), str(p)]),
+    ]
+    q, p = pairs(agreement_n, 768, 3.0)
+    tag = f"in-batch N={agreement_n} d=768"
+    for where in ("cpu", device):
+        results.append(measure(f"{tag} · infonce on {where}",
+                               ours("score", "-q", q, "-p", p, device=where)))
+    return results
+
+
+def gpu_summary(results: list[Measurement]) -> list[str]:
+    """Our compute rate against the bare products', memory against the inputs, and the
+    CPU/GPU agreement."""
+    if len(results) < 4 or not all(r.ok and r.output for r in results):
+        return []
+    ours_run, rate, cpu, gpu = results
+    mine, products = ours_run.output or {}, rate.output or {}
+    n = int(mine["n"])
+    ours_tflops = 2 * n * n * 768 / float(mine["seconds"]) / 1e12
+    mm_tflops = float(products["tflops"])
+    inputs = 2 * n * 768 * 4 / 2**30
+    lines = [f"- infonce's compute: {ours_tflops:.1f} TFLOPS, {ours_tflops / mm_tflops:.0%} of "
+             f"torch.mm's {mm_tflops:.1f} TFLOPS on the same blocks"]
+    if ours_run.gpu_peak is not None:
+        lines.append(f"- GPU memory: {ours_run.gpu_peak / 2**30:.2f} GiB reserved at the peak "
+                     f"(inputs {inputs:.2f} GiB)")
+    if cpu.loss is not None and gpu.loss is not None:
+        lines.append(f"- CPU and GPU mean loss differ by {abs(gpu.loss / cpu.loss - 1):.1e} "
+                     "relative")
+    return lines
+
+
 SUITES: dict[str, Callable[[], list[Measurement]]] = {
     "sweep": suite_sweep,
     "scale": suite_scale,
     "growth": suite_growth,
     "startup": suite_startup,
+    "gpu": suite_gpu,
 }
+SUMMARIES: dict[str, Callable[[list[Measurement]], list[str]]] = {"gpu": gpu_summary}
 
 
 def table(title: str, results: list[Measurement]) -> str:
@@ -264,7 +334,11 @@ def main() -> None:
     print(f"# infonce benchmarks · {machine} · {time.strftime('%Y-%m-%d')}\n")
     for name in args.suites or list(SUITES):
         results = SUITES[name]()
-        print(table(name, results), flush=True)
+        if not results:
+            print(f"### {name}\n\nskipped: no CUDA device\n", flush=True)
+            continue
+        summary = SUMMARIES[name](results) if name in SUMMARIES else []
+        print(table(name, results) + "".join(f"{line}\n" for line in summary), flush=True)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,12 @@
 
 Usage: python benchmarks/workers.py TOOL MODE TEMPERATURES QUERY POS [NEG]
 Prints one JSON line: {"loss": mean loss at the first temperature, "compute_seconds": …}.
+
+    python benchmarks/workers.py matmul-rate DEVICE ROWS COLUMNS QUERY POS
+
+times the float32 products of every QUERY block of ROWS rows with every POS block of
+COLUMNS rows on DEVICE (the shapes of infonce's blocks) and prints
+{"tflops": …, "compute_seconds": …}.
 """
 
 from __future__ import annotations
@@ -15,6 +21,9 @@ import torch
 
 
 def main() -> None:
+    if sys.argv[1] == "matmul-rate":
+        matmul_rate(*sys.argv[2:])
+        return
     tool, mode, temperatures_text, query_path, pos_path, *rest = sys.argv[1:]
     temperatures = [float(t) for t in temperatures_text.split(",")]
     query = torch.from_numpy(np.load(query_path))
@@ -62,6 +71,34 @@ def floor(mode, temperature, query, positive, negatives) -> float:
         logits = query[start:start + 4096] @ positive.T / temperature
         total += float((torch.logsumexp(logits, 1) - positive_logit[start:start + 4096]).sum())
     return total / len(query)
+
+
+def matmul_rate(device_name: str, rows_text: str, columns_text: str, query_path: str,
+                pos_path: str) -> None:
+    """The rate of the bare matrix products a score needs, on preloaded device tensors."""
+    device = torch.device(device_name)
+    query = torch.from_numpy(np.load(query_path)).to(device)
+    positive = torch.from_numpy(np.load(pos_path)).to(device)
+    rows, columns = int(rows_text), int(columns_text)
+    torch.backends.cuda.matmul.allow_tf32 = False
+
+    def sweep() -> None:
+        for start in range(0, len(query), rows):
+            for first in range(0, len(positive), columns):
+                torch.mm(query[start:start + rows], positive[first:first + columns].T)
+
+    def synchronize() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    torch.mm(query[:rows], positive[:columns].T)  # warm-up
+    synchronize()
+    started = time.perf_counter()
+    sweep()
+    synchronize()
+    seconds = time.perf_counter() - started
+    flops = 2 * len(query) * len(positive) * query.shape[1]
+    print(json.dumps({"tflops": flops / seconds / 1e12, "compute_seconds": seconds}))
 
 
 if __name__ == "__main__":
