@@ -790,7 +790,7 @@ class _RunningState:
             return
         better = torch.nonzero(changed).squeeze(1)
         if better.numel():
-            value, column = scores[better].max(dim=1)
+            value, column = (scores if better.numel() == len(scores) else scores[better]).max(dim=1)
             self.hardest_score[better] = value.to(block_max.dtype)
             self.hardest_index[better] = column + first_index
 
