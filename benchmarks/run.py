@@ -230,6 +230,64 @@ def suite_startup() -> list[Measurement]:
     ]
 
 
+REAL = HERE.parent.parent / "shared" / "data" / "debian-minilm"
+"""Real embeddings (Debian package descriptions, all-MiniLM-L6-v2), beside the repository."""
+
+
+def real_files() -> dict[str, Path] | None:
+    """The debian-minilm set as .npy files: 2,000 queries, their positives, the other 6,000
+    documents as a shared pool, and each query's hard negatives (paired)."""
+    if not (REAL / "queries.npy").exists():
+        return None
+    files = {name: DATA / f"real_{name}.npy" for name in ("query", "positive", "shared",
+                                                            "paired")}
+    if not all(path.exists() for path in files.values()):
+        DATA.mkdir(parents=True, exist_ok=True)
+        query, docs = np.load(REAL / "queries.npy"), np.load(REAL / "docs.npy")
+        np.save(files["query"], query)
+        np.save(files["positive"], docs[:len(query)])
+        np.save(files["shared"], docs[len(query):])
+        np.save(files["paired"], docs[np.load(REAL / "hardneg_idx.npy")])
+    return files
+
+
+def suite_real() -> list[Measurement]:
+    """Issue: the real debian-minilm embeddings in three negative modes, in float32,
+    bfloat16 and float16 (the mean-loss error of low precision), against info-nce-pytorch."""
+    files = real_files()
+    if files is None:
+        return []
+    q, p = files["query"], files["positive"]
+    results = []
+    for mode, negatives in (("in-batch", None), ("shared", files["shared"]),
+                            ("paired", files["paired"])):
+        tag = f"debian-minilm {mode}"
+        extra: list[str | Path] = [] if negatives is None else ["--neg", negatives]
+        base = measure(f"{tag} · infonce", ours("score", "-q", q, "-p", p, *extra))
+        results.append(base)
+        for dtype in ("bfloat16", "float16"):
+            results.append(replace(
+                measure(f"{tag} · infonce {dtype}",
+                        ours("score", "-q", q, "-p", p, *extra, "--dtype", dtype)),
+                baseline=base.name))
+        peer_files = [q, p] if negatives is None else [q, p, negatives]
+        results.append(measure(f"{tag} · info-nce-pytorch",
+                               peer("info-nce-pytorch", mode, "0.05", *peer_files),
+                               PEER_MEMORY_LIMIT))
+    return results
+
+
+def real_summary(results: list[Measurement]) -> list[str]:
+    """How far the low-precision mean losses are from float32's, relative."""
+    lines = []
+    for run in results:
+        base = next((r for r in results if r.name == run.baseline), None)
+        if base is not None and base.loss and run.loss is not None:
+            lines.append(f"- {run.name}: mean loss {abs(run.loss / base.loss - 1):.1e} from "
+                         "float32, relative")
+    return lines
+
+
 GPU_N = 262144
 GPU_BLOCKS = (4096, 16384)
 """infonce's block shape on a GPU under --max-memory 4GiB (4 GiB / 24 bytes per score)."""
@@ -291,9 +349,12 @@ SUITES: dict[str, Callable[[], list[Measurement]]] = {
     "scale": suite_scale,
     "growth": suite_growth,
     "startup": suite_startup,
+    "real": suite_real,
     "gpu": suite_gpu,
 }
-SUMMARIES: dict[str, Callable[[list[Measurement]], list[str]]] = {"gpu": gpu_summary}
+SUMMARIES: dict[str, Callable[[list[Measurement]], list[str]]] = {
+    "real": real_summary, "gpu": gpu_summary}
+SKIPPED = {"real": f"no debian-minilm set at {REAL}", "gpu": "no CUDA device"}
 
 
 def table(title: str, results: list[Measurement]) -> str:
@@ -335,7 +396,7 @@ def main() -> None:
     for name in args.suites or list(SUITES):
         results = SUITES[name]()
         if not results:
-            print(f"### {name}\n\nskipped: no CUDA device\n", flush=True)
+            print(f"### {name}\n\nskipped: {SKIPPED[name]}\n", flush=True)
             continue
         summary = SUMMARIES[name](results) if name in SUMMARIES else []
         print(table(name, results) + "".join(f"{line}\n" for line in summary), flush=True)
