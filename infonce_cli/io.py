@@ -15,13 +15,15 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from .errors import InputError, OutputError, UsageError
+
+if TYPE_CHECKING:  # pyarrow is imported where Parquet is read: it takes 0.1 s to load
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
 FLOAT_DTYPES = (np.float16, np.float32, np.float64)
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -79,6 +81,8 @@ def load_embeddings(
 
 def load_ids(path: str, column: str) -> np.ndarray[Any, Any]:
     """Read a Parquet column of ids (strings or integers) as a NumPy array."""
+    import pyarrow as pa
+
     parts = []
     for file in parquet_files(path):
         names = _parquet_file(file).schema_arrow.names
@@ -120,6 +124,8 @@ def _npy_ids(path: str) -> np.ndarray[Any, Any]:
 
 
 def _read_column(path: str, column: str) -> pa.Array:
+    import pyarrow.parquet as pq
+
     try:
         return pq.read_table(path, columns=[column]).column(column).combine_chunks()
     except Exception as exc:
@@ -266,6 +272,8 @@ def _npz_array(path: str, key: str | None) -> tuple[np.ndarray[Any, Any], str]:
 
 
 def _parquet_file(path: str) -> pq.ParquetFile:
+    import pyarrow.parquet as pq
+
     try:
         return pq.ParquetFile(path)
     except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, …
@@ -298,6 +306,8 @@ def _list_columns(schema: pa.Schema) -> list[str]:
 
 
 def _is_list(kind: pa.DataType) -> bool:
+    import pyarrow as pa
+
     return bool(pa.types.is_list(kind) or pa.types.is_large_list(kind)
                 or pa.types.is_fixed_size_list(kind))
 
@@ -388,6 +398,8 @@ def _nested_lists_to_numpy(
     A column nested one level less than ``depth`` allows is read as (N, d).
     ``first_row`` numbers the rows in messages.
     """
+    import pyarrow as pa
+
     shape = [len(array)]
     level: pa.Array = array
     for _ in range(depth):

@@ -13,12 +13,9 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 from rich.console import Console, Group
 from rich.progress import (
     BarColumn,
@@ -32,6 +29,9 @@ from rich.table import Table
 from rich.text import Text
 
 from .results import CompareResult, ScoreResult, SweepResult
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 stderr_console = Console(stderr=True, highlight=False)
 
@@ -153,16 +153,22 @@ def print_notes(notes: tuple[str, ...] | list[str]) -> None:
 
 
 def _table(columns: Mapping[str, np.ndarray[Any, Any]]) -> pa.Table:
+    import pyarrow as pa  # here, not at the top: it takes 0.1 s to load
+
     return pa.table({name: pa.array(values) for name, values in columns.items()})
 
 
 def write_parquet(columns: Mapping[str, np.ndarray[Any, Any]], handle: IO[bytes]) -> None:
     """Per-sample columns as one Parquet table."""
+    import pyarrow.parquet as pq
+
     pq.write_table(_table(columns), handle)
 
 
 def write_csv(columns: Mapping[str, np.ndarray[Any, Any]], handle: IO[bytes]) -> None:
     """Per-sample columns as CSV with a header row."""
+    import pyarrow.csv as pacsv
+
     pacsv.write_csv(_table(columns), handle)
 
 

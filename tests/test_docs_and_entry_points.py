@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT
+from .conftest import ROOT, SAMPLE
 
 README = (ROOT / "README.md").read_text()
 BIN = Path(sys.executable).parent
@@ -86,6 +86,19 @@ def test_installed_command_reports_errors_in_one_line():
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert result.stderr == "error: nope.npy: no such file\n"
+
+
+def test_npy_inputs_do_not_import_pyarrow():
+    """pyarrow takes about 0.1 s to load; only Parquet input or output needs it."""
+    code = ("import sys\nfrom infonce_cli.cli import main\n"
+            "sys.argv = ['infonce', 'score', '-q', 'queries.npy', '-p', 'positives.npy',"
+            " '--format', 'json', '--quiet']\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print('pyarrow' in sys.modules, file=sys.stderr)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120, cwd=SAMPLE)
+    assert result.stderr.strip() == "False"
+    assert json.loads(result.stdout)["n"] == 400
 
 
 def test_help_does_not_import_torch():
