@@ -700,9 +700,10 @@ class _RunningState:
             if block.masked_rows is not None:
                 self.masked.index_add_(0, block.masked_rows,
                                        torch.ones_like(block.masked_rows))
-            block_max = scores.detach().amax(dim=1).to(dtype)
-            self._count_at_or_above(scores.detach(), block_max)
-            self._track_hardest(scores.detach(), block_max, block.first_index)
+            detached = scores.detach()
+            block_max = detached.amax(dim=1).to(dtype)
+            self._count_at_or_above(detached, block_max)
+            self._track_hardest(detached, block_max, block.first_index)
             new_maximum = torch.maximum(self.maximum, block_max)
             rescale = torch.exp((self.maximum - new_maximum)[:, None] * self.scales)
             self.maximum = new_maximum
@@ -767,8 +768,7 @@ class _RunningState:
                 scores, positive = scores[chosen], positive[chosen]
         # Comparing into floats and summing them is several times faster than with bools.
         compared = torch.ge(scores, positive[:, None],
-                            out=torch.empty(scores.shape, dtype=positive.dtype,
-                                            device=scores.device))
+                            out=self._buffer("compared", tuple(scores.shape)))
         counts = compared.sum(dim=1).to(torch.int64)
         if chosen is None:
             self.at_or_above += counts
