@@ -142,6 +142,26 @@ _LN2 = 0.6931471805599453
 
 
 @dataclass(frozen=True)
+class Optimum:
+    """The loss-minimising temperature, or why there is none."""
+
+    temperature: float | None
+    loss_mean: float | None
+    converged: bool
+    reason: str | None = None
+    gradient: float | None = None
+    """d(mean loss)/ds at the optimum: ≈ 0 (the first-order condition)."""
+    passes: int = 0
+    """Extra passes over the scores the fit took after the grid."""
+
+    def to_dict(self) -> dict[str, object]:
+        if self.temperature is None:
+            return {"temperature": None, "reason": self.reason, "passes": self.passes}
+        return {"temperature": self.temperature, "loss_mean": self.loss_mean,
+                "converged": self.converged, "gradient": self.gradient, "passes": self.passes}
+
+
+@dataclass(frozen=True)
 class SweepRow:
     """The loss at one grid temperature."""
 

@@ -32,6 +32,7 @@ from .engine import (
     similarity_passes,
 )
 from .errors import InfonceError, UsageError
+from .results import Optimum
 
 Summer = Callable[[torch.Tensor], torch.Tensor]
 """Sums a tensor over the ranks of a distributed run."""
@@ -87,26 +88,6 @@ def check_temperatures(temperatures: Sequence[float]) -> tuple[float, ...]:
 
 
 @dataclass(frozen=True)
-class Optimum:
-    """The loss-minimising temperature, or why there is none."""
-
-    temperature: float | None
-    loss_mean: float | None
-    converged: bool
-    reason: str | None = None
-    gradient: float | None = None
-    """d(mean loss)/ds at the optimum: ≈ 0 (the first-order condition)."""
-    passes: int = 0
-    """Extra passes over the scores the fit took after the grid."""
-
-    def to_dict(self) -> dict[str, object]:
-        if self.temperature is None:
-            return {"temperature": None, "reason": self.reason, "passes": self.passes}
-        return {"temperature": self.temperature, "loss_mean": self.loss_mean,
-                "converged": self.converged, "gradient": self.gradient, "passes": self.passes}
-
-
-@dataclass(frozen=True)
 class SweepScores:
     """Per-sample scores over the grid, and the fitted optimum."""
 
@@ -134,6 +115,7 @@ def sweep_embeddings(
     options: EngineOptions | None = None,
     on_rows_done: Callable[[int], None] | None = None,
     summer: Summer | None = None,
+    ids: CandidateIds | None = None,
 ) -> SweepScores:
     """Losses at every temperature from one similarity pass, and the exact optimum.
 
@@ -145,8 +127,8 @@ def sweep_embeddings(
     (torch.Size([64, 3]), True)
     """
     options = options or EngineOptions()
-    passes = prepare_passes(query, positive, negatives, options)
-    return _sweep(passes, check_temperatures(temperatures), on_rows_done, summer)
+    passes = prepare_passes(query, positive, negatives, options, ids)
+    return sweep_passes(passes, check_temperatures(temperatures), on_rows_done, summer)
 
 
 def score_at_optimum(
@@ -164,19 +146,19 @@ def score_at_optimum(
     """
     options = options or EngineOptions()
     passes = prepare_passes(query, positive, negatives, options, ids)
-    optimum = _sweep(passes, temperature_grid(*DEFAULT_GRID), on_rows_done, summer).optimum
+    optimum = sweep_passes(passes, temperature_grid(*DEFAULT_GRID), on_rows_done, summer).optimum
     if optimum.temperature is None:
         raise InfonceError(f"--temperature auto: {optimum.reason}; give a temperature instead")
     return optimum.temperature, fold_passes(passes, [optimum.temperature])
 
 
-def _sweep(
+def sweep_passes(
     passes: Sequence[SimilarityPass | CachedPass],
     temperatures: tuple[float, ...],
     on_rows_done: Callable[[int], None] | None,
     summer: Summer | None,
 ) -> SweepScores:
-    """The grid pass, then the fit. When the scores are recomputed at every step, a pilot
+    """The grid pass over prepared passes, then the fit. When the scores are recomputed at every step, a pilot
     on the first queries runs first, and the grid pass also probes around its optimum:
     the fit then usually needs one more pass over the scores."""
     probes = _pilot_probes(passes, temperatures) if summer is None else []
