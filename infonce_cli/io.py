@@ -75,7 +75,7 @@ def load_embeddings(
         raise UsageError(f"{path}: a column was given, but this is not a Parquet file")
     if key is not None and suffix != ".npz":
         raise UsageError(f"{path}: a key was given, but this is not an .npz file")
-    _check_float_array(values, label, ndims)
+    check_float_array(values, label, ndims)
     return Embeddings(values, label)
 
 
@@ -434,7 +434,7 @@ def _check_dtype(dtype: np.dtype[Any], label: str) -> None:
         raise InputError(f"{label}: expected a float array (float16/32/64), got {dtype.name}")
 
 
-def _check_float_array(
+def check_float_array(
     values: np.ndarray[Any, Any] | NpyRows | ParquetRows, label: str, ndims: tuple[int, ...]
 ) -> None:
     _check_dtype(values.dtype, label)
