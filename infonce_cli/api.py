@@ -30,7 +30,7 @@ from .metrics import (
 from .results import CompareResult, Difference, RunInfo, ScoreResult, SweepResult, SweepRow
 from .similarity import Similarity
 from .stats import bootstrap_interval, paired_sign_flip_p_values
-from .temperature import SweepScores, sweep_embeddings
+from .sweep import SweepScores, sweep_embeddings
 
 
 def info_nce(

@@ -442,7 +442,7 @@ def score(
     """Per-sample and aggregate InfoNCE loss, ranks and retrieval metrics."""
     with _reported_errors(debug):
         from . import api, distributed, engine, render
-        from .temperature import score_at_optimum
+        from .sweep import score_at_optimum
 
         auto = temperature.strip().lower() == "auto"
         tau = 1.0 if auto else parse_temperature(temperature)

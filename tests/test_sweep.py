@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from infonce_cli.cli import app
 from infonce_cli.engine import EngineOptions, score_embeddings
-from infonce_cli.temperature import (
+from infonce_cli.sweep import (
     NO_OPTIMUM_COLD,
     NO_OPTIMUM_HOT,
     RELATIVE_PRECISION,
