@@ -702,12 +702,12 @@ def sweep_temperature(
 ) -> None:
     """Mean loss at every temperature of a grid from one similarity pass, and the exact optimum."""
     with _reported_errors(debug):
-        from . import api, distributed, io, render, temperature
+        from . import api, distributed, io, render, sweep
 
         if temperatures is not None:
-            grid = temperature.check_temperatures(_parse_floats(temperatures, "--temperatures"))
+            grid = sweep.check_temperatures(_parse_floats(temperatures, "--temperatures"))
         else:
-            grid = temperature.temperature_grid(minimum, maximum, steps, spacing.value)
+            grid = sweep.temperature_grid(minimum, maximum, steps, spacing.value)
         recall = parse_recall_at(recall_at)
         out_format = _resolve_format(fmt, output)
         plot_format = _plot_format(plot)
@@ -731,7 +731,7 @@ def sweep_temperature(
             with _progress(share[1] - share[0], quiet or not cluster.leader) as advance:
                 started = time.perf_counter()
                 with _together(cluster):
-                    local = temperature.sweep_embeddings(
+                    local = sweep.sweep_embeddings(
                         inputs.query.values, inputs.positive.values, negatives, grid, options,
                         advance, cluster.summer())
                 scores = dataclasses.replace(
