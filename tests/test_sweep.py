@@ -13,15 +13,17 @@ from typer.testing import CliRunner
 
 from infonce_cli.cli import app
 from infonce_cli.engine import EngineOptions, score_embeddings
+from infonce_cli.optimum import (
+    Point,
+    bracketed_root,
+    interpolated_optimum,
+    interpolated_root,
+    slope_interpolant,
+)
 from infonce_cli.sweep import (
     NO_OPTIMUM_COLD,
     NO_OPTIMUM_HOT,
     RELATIVE_PRECISION,
-    _bracketed_root,
-    _interpolated_optimum,
-    _interpolated_root,
-    _Point,
-    _slope_interpolant,
     sweep_embeddings,
     temperature_grid,
 )
@@ -97,7 +99,7 @@ def _exact_point(scale, negatives, positives):
         loss += math.log(weights.sum()) + logits.max() - scale * positive
         slope += mean - positive
         curvature += (weights * (scores - mean) ** 2).sum() / weights.sum()
-    return _Point(scale, *(v / len(positives) for v in (loss, slope, curvature)))
+    return Point(scale, *(v / len(positives) for v in (loss, slope, curvature)))
 
 
 @pytest.mark.parametrize("pilot_error", [0.93, 1.07, 1.12])
@@ -116,12 +118,12 @@ def test_interpolated_root_between_probes_is_exact_where_a_cubic_is_not(rng, pil
               for d in (-0.15, -0.05, 0.0, 0.05, 0.15)]
     left = max((p for p in points if p.slope < 0), key=lambda p: p.scale)
     right = min((p for p in points if p.slope > 0), key=lambda p: p.scale)
-    estimate, spread, used = _interpolated_root(left, right, points)
+    estimate, spread, used = interpolated_root(left, right, points)
     assert abs(estimate / root - 1) < 1e-8
     assert spread <= RELATIVE_PRECISION / 10 * estimate  # so no further pass is needed
-    cubic = _bracketed_root(_slope_interpolant([left, right]), left, right)
+    cubic = bracketed_root(slope_interpolant([left, right]), left, right)
     assert abs(cubic / root - 1) > RELATIVE_PRECISION  # the bracket's ends alone fall short
-    optimum = _interpolated_optimum(estimate, used, 0)
+    optimum = interpolated_optimum(estimate, used, 0)
     assert optimum.loss_mean == pytest.approx(
         _exact_point(root, negatives, positives).loss, rel=1e-9)
 
