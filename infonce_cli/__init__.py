@@ -1,6 +1,9 @@
 """infonce: score precomputed embeddings with the InfoNCE contrastive loss.
 
-The public API is imported lazily, so that ``infonce --help`` never loads torch:
+``score``, ``sweep`` and ``compare`` take arrays, tensors or paths and every option of
+the command line (named as its flags in snake_case) and return its results;
+``info_nce`` is the differentiable loss. The public API is imported lazily, so that
+``infonce --help`` never loads torch:
 
 >>> import torch
 >>> from infonce_cli import info_nce
@@ -15,20 +18,77 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["EngineOptions", "Similarity", "__version__", "info_nce", "score", "sweep"]
-
-if TYPE_CHECKING:
-    from .api import info_nce, score, sweep
-    from .engine import EngineOptions
-    from .similarity import Similarity
-
 _LAZY = {
     "info_nce": "api",
     "score": "api",
     "sweep": "api",
+    "compare": "api",
+    "run_score": "runs",
+    "run_sweep": "runs",
+    "run_compare": "runs",
+    "ScoreRequest": "requests",
+    "SweepRequest": "requests",
+    "CompareRequest": "requests",
+    "Inputs": "requests",
+    "EngineSettings": "requests",
+    "Masking": "requests",
+    "Report": "requests",
+    "Gates": "requests",
+    "Grid": "requests",
+    "ScoreResult": "results",
+    "SweepResult": "results",
+    "CompareResult": "results",
+    "InfonceError": "errors",
+    "GateFailed": "errors",
     "EngineOptions": "engine",
     "Similarity": "similarity",
 }
+
+__all__ = [
+    "CompareRequest",
+    "CompareResult",
+    "EngineOptions",
+    "EngineSettings",
+    "GateFailed",
+    "Gates",
+    "Grid",
+    "InfonceError",
+    "Inputs",
+    "Masking",
+    "Report",
+    "ScoreRequest",
+    "ScoreResult",
+    "Similarity",
+    "SweepRequest",
+    "SweepResult",
+    "__version__",
+    "compare",
+    "info_nce",
+    "run_compare",
+    "run_score",
+    "run_sweep",
+    "score",
+    "sweep",
+]
+
+if TYPE_CHECKING:
+    from .api import compare, info_nce, score, sweep
+    from .engine import EngineOptions
+    from .errors import GateFailed, InfonceError
+    from .requests import (
+        CompareRequest,
+        EngineSettings,
+        Gates,
+        Grid,
+        Inputs,
+        Masking,
+        Report,
+        ScoreRequest,
+        SweepRequest,
+    )
+    from .results import CompareResult, ScoreResult, SweepResult
+    from .runs import run_compare, run_score, run_sweep
+    from .similarity import Similarity
 
 
 def __getattr__(name: str) -> Any:

@@ -12,9 +12,10 @@ exchanged at fixed points so that a failure on one rank stops them all with its 
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +69,16 @@ class Cluster:
                 if rank == self.rank and isinstance(error, InfonceError):
                     raise error
                 raise InfonceError(f"rank {rank}: {text}")
+
+    @contextlib.contextmanager
+    def together(self) -> Iterator[None]:
+        """Run a step on every rank: if it fails on any, it fails on all, with that message."""
+        error: Exception | None = None
+        try:
+            yield
+        except Exception as exc:
+            error = exc
+        self.check(error)
 
     def sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """Element-wise sum over ranks (in float64 for floats)."""

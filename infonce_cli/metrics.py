@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .results import LossStats, RetrievalMetrics
+from .results import LossStats, PerQuery, RetrievalMetrics
 
 DEFAULT_RECALL_AT = (1, 5, 10)
 MI_NEAR_CEILING = 0.9
@@ -89,19 +89,21 @@ def per_query_metrics(
     positive_score: np.ndarray[Any, Any],
     others_masked: bool,
     recall_at: tuple[int, ...] = DEFAULT_RECALL_AT,
-) -> dict[str, Any]:
+    loss: np.ndarray[Any, Any] | None = None,
+) -> PerQuery:
     """Retrieval metrics per query when several rows (positives) share a query.
 
     ``groups`` (N,) are integer query keys. A query's best positive is its lowest rank
     (accuracy@1, MRR); recall@k is the fraction of its positives among its top k
     candidates. When the other positives were masked from each row's candidates
     (``others_masked``), a positive's place among all candidates is its rank plus the
-    number of the query's other positives scoring at or above it.
+    number of the query's other positives scoring at or above it. With per-row ``loss``,
+    ``loss_mean`` is the mean over queries of each query's mean loss (SupCon).
 
     >>> m = per_query_metrics(np.array([0, 0, 1]), np.array([1, 1, 2]),
     ...                       np.array([0.9, 0.5, 0.7]), others_masked=True, recall_at=(1, 2))
-    >>> m["queries"], m["accuracy_at_1"], m["recall_at"]
-    (2, 0.5, {'1': 0.25, '2': 1.0})
+    >>> m.queries, m.accuracy_at_1, m.recall_at
+    (2, 0.5, {1: 0.25, 2: 1.0})
     """
     order = np.lexsort((-positive_score, groups))
     sorted_groups = groups[order]
@@ -117,13 +119,14 @@ def per_query_metrics(
             at_or_above = np.searchsorted(-block, -block, side="right") - 1
             place[start:start + size] += at_or_above
     best = np.minimum.reduceat(place, starts)
-    return {
-        "queries": int(len(starts)),
-        "accuracy_at_1": float((best == 1).mean()),
-        "mrr": float((1.0 / best).mean()),
-        "recall_at": {str(k): float((np.add.reduceat((place <= k).astype(np.float64), starts)
-                                      / sizes).mean()) for k in recall_at},
-    }
+    return PerQuery(
+        queries=int(len(starts)),
+        accuracy_at_1=float((best == 1).mean()),
+        mrr=float((1.0 / best).mean()),
+        recall_at={k: float((np.add.reduceat((place <= k).astype(np.float64), starts)
+                             / sizes).mean()) for k in recall_at},
+        loss_mean=None if loss is None else float(group_means(groups, loss).mean()),
+    )
 
 
 def group_means(groups: np.ndarray[Any, Any], values: np.ndarray[Any, Any]) -> FloatArray:

@@ -28,7 +28,8 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from .results import CompareResult, ScoreResult, SweepResult
+from .errors import InfonceError, UsageError, arg
+from .results import CompareResult, RunInfo, ScoreResult, SweepResult
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -132,13 +133,13 @@ def score_report(result: ScoreResult) -> Group:
         worst = Table(title=f"{len(result.worst)} highest losses", title_justify="left")
         for name in ("index", "id", "loss", "positive", "hardest negative", "its score", "rank"):
             worst.add_column(name, justify="left" if name in ("id", "hardest negative")
-                             else "right")
-        for row in result.worst:
-            hardest = row["hardest_negative_id"]
-            worst.add_row(str(row["index"]), "—" if row["id"] is None else str(row["id"]),
-                          _fmt(row["loss"]), _fmt(row["positive_score"]),
-                          str(row["hardest_negative_index"] if hardest is None else hardest),
-                          _fmt(row["hardest_negative_score"]), str(row["rank"]))
+                             else "right", overflow="fold")
+        for case in result.worst:
+            hardest = case.hardest_negative_id
+            worst.add_row(str(case.index), "—" if case.id is None else str(case.id),
+                          _fmt(case.loss), _fmt(case.positive_score),
+                          str(case.hardest_negative_index if hardest is None else hardest),
+                          _fmt(case.hardest_negative_score), str(case.rank))
         parts.append(worst)
     return Group(*parts)
 
@@ -276,11 +277,11 @@ def sweep_summary(result: SweepResult) -> str:
     optimum = result.optimum
     ranks = (f"accuracy@1 {result.retrieval.accuracy_at_1:.4f} · "
              f"MRR {result.retrieval.mrr:.4f}")
-    if optimum["temperature"] is None:
-        return f"no finite optimum: {optimum['reason']} · {ranks}"
-    state = "" if optimum["converged"] else " (not converged)"
-    return (f"optimum τ = {optimum['temperature']:.6g}, mean loss "
-            f"{optimum['loss_mean']:.6f}{state} · best grid τ = "
+    if optimum.temperature is None:
+        return f"no finite optimum: {optimum.reason} · {ranks}"
+    state = "" if optimum.converged else " (not converged)"
+    return (f"optimum τ = {optimum.temperature:.6g}, mean loss "
+            f"{optimum.loss_mean or 0.0:.6f}{state} · best grid τ = "
             f"{result.best_grid.temperature:.4g} · {ranks}")
 
 
@@ -297,7 +298,7 @@ def sweep_text_plot(result: SweepResult, width: int = 64, height: int = 14) -> s
         line = round((high - y) / span_y * (height - 1))
         grid[line][column] = "•"
     marker = ""
-    optimum = result.optimum.get("temperature")
+    optimum = result.optimum.temperature
     if optimum is not None:
         x = (math.log10(optimum) - temperatures[0]) / span_x
         if 0 <= x <= 1:
@@ -325,12 +326,12 @@ def write_sweep_plot(result: SweepResult, handle: IO[bytes], file_format: str) -
     losses = [row.loss_mean for row in result.rows]
     axes.plot(temperatures, losses, marker="o", markersize=3, label="mean loss")
     optimum = result.optimum
-    if optimum["temperature"] is not None:
-        axes.axvline(optimum["temperature"], color="tab:red", linestyle="--", linewidth=1)
-        axes.plot([optimum["temperature"]], [optimum["loss_mean"]], "v", color="tab:red",
-                  label=f"optimum τ = {optimum['temperature']:.4g}")
+    if optimum.temperature is not None and optimum.loss_mean is not None:
+        axes.axvline(optimum.temperature, color="tab:red", linestyle="--", linewidth=1)
+        axes.plot([optimum.temperature], [optimum.loss_mean], "v", color="tab:red",
+                  label=f"optimum τ = {optimum.temperature:.4g}")
     else:
-        axes.set_title(f"no finite optimum: {optimum['reason']}", fontsize=8)
+        axes.set_title(f"no finite optimum: {optimum.reason}", fontsize=8)
     axes.set_xscale("log")
     axes.set_xlabel("temperature τ")
     axes.set_ylabel("mean InfoNCE loss (nats)")
@@ -375,3 +376,144 @@ def compare_csv(result: CompareResult) -> str:
     """One CSV line per metric."""
     return to_csv([{"metric": metric, "a": result.a[metric], "b": result.b[metric],
                     **diff.to_dict()} for metric, diff in result.difference.items()])
+
+
+# ---------------------------------------------------------------- putting it out
+
+
+def score_output(result: ScoreResult, file_format: str) -> Any:
+    """A score result as a table (a renderable), JSON or CSV text."""
+    if file_format == "table":
+        return score_report(result)
+    if file_format == "csv":
+        return to_csv([result.to_dict()])
+    return to_json(result.to_dict())
+
+
+def sweep_output(result: SweepResult, file_format: str) -> Any:
+    """A sweep as a table with the optimum and a text plot, JSON, or CSV (one line per τ)."""
+    if file_format == "table":
+        return sweep_report(result)
+    if file_format == "csv":
+        return sweep_csv(result)
+    return to_json(result.to_dict())
+
+
+def compare_output(result: CompareResult, file_format: str) -> Any:
+    """A comparison as a table, JSON or CSV (one line per metric)."""
+    if file_format == "table":
+        return compare_table(result)
+    if file_format == "csv":
+        return compare_csv(result)
+    return to_json(result.to_dict())
+
+
+def inspect_output(described: list[dict[str, Any]], file_format: str) -> Any:
+    """Descriptions of files as tables, JSON or CSV (one line per array)."""
+    if file_format == "table":
+        return Group(*(inspect_table(info) for info in described))
+    if file_format == "csv":
+        return to_csv([{"file": info["file"], **array} for info in described
+                       for array in info["arrays"]])
+    return to_json({"files": described})
+
+
+def emit(rendered: Any, output: str | None, to_stderr: bool = False) -> None:
+    """Write text, or a rich renderable as text, to ``output`` (atomically) or else to
+    stdout (stderr when stdout carries per-sample rows)."""
+    from . import io
+
+    if output is not None:
+        if isinstance(rendered, str):
+            text = rendered
+        else:
+            buffer = textio.StringIO()
+            print_table(rendered, file=buffer, width=100)
+            text = buffer.getvalue()
+        data = text.encode()
+        io.write_atomically(output, lambda handle: _write_bytes(handle, data))
+        return
+    stream = sys.stderr if to_stderr else sys.stdout
+    if isinstance(rendered, str):
+        stream.write(rendered)
+        stream.flush()
+    else:
+        print_table(rendered, file=stream)
+
+
+def _write_bytes(handle: IO[bytes], data: bytes) -> None:
+    handle.write(data)
+
+
+def write_per_sample(columns: Mapping[str, Any] | None, target: str, run: RunInfo) -> None:
+    """Per-sample rows: JSONL on stdout for ``-``, a .parquet/.csv/.jsonl file by its
+    extension, or in a distributed run a Parquet dataset (a directory of one part file
+    per rank, each written atomically)."""
+    from pathlib import Path
+
+    from . import io
+
+    if columns is None:
+        return
+    if target == "-":
+        sys.stdout.writelines(jsonl_lines(columns))
+        sys.stdout.flush()
+        return
+    if run.world > 1:
+        directory = Path(target)
+        directory.mkdir(exist_ok=True)
+        part = str(directory / f"part-{run.rank:05d}.parquet")
+        io.write_atomically(part, lambda handle: write_parquet(columns, handle))
+        return
+    write = PER_SAMPLE_WRITERS[Path(target).suffix.lower()]
+    io.write_atomically(target, lambda handle: write(columns, handle))
+
+
+def check_per_sample_target(target: str | None, distributed: bool) -> None:
+    """Refuse a per-sample target that has no writer, before any work."""
+    from pathlib import Path
+
+    if target is None or target == "-":
+        return
+    if distributed:
+        if Path(target).suffix:
+            raise UsageError(f"{arg('per_sample')} {target}: a distributed run writes a Parquet "
+                             "dataset; give a directory name")
+        if not Path(target).absolute().parent.is_dir():
+            raise UsageError(f"{arg('per_sample')} {target}: directory "
+                             f"{str(Path(target).parent)!r} does not exist")
+        return
+    if Path(target).suffix.lower() not in PER_SAMPLE_WRITERS:
+        raise UsageError(f"{arg('per_sample')} {target}: use a .parquet, .csv or .jsonl file "
+                         "name, or - for JSONL on stdout")
+
+
+def check_plot_target(plot: str | None) -> None:
+    """Refuse a plot target of an unknown kind, or one that matplotlib would be needed for
+    and is missing, before any work."""
+    from pathlib import Path
+
+    if plot is None:
+        return
+    if Path(plot).suffix.lower() not in (".png", ".svg"):
+        raise UsageError(f"{arg('plot')} {plot}: use a .png or .svg file name")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise InfonceError(f"{arg('plot')} needs matplotlib, which is not installed: "
+                           "pip install 'infonce-cli[plot]'") from None
+
+
+def write_sweep_plot_file(result: SweepResult, plot: str) -> None:
+    """The sweep's figure, written atomically in the format its extension names."""
+    from pathlib import Path
+
+    from . import io
+
+    file_format = Path(plot).suffix.lower().lstrip(".")
+    io.write_atomically(plot, lambda handle: write_sweep_plot(result, handle, file_format))
+
+
+def print_waiting(message: str) -> None:
+    """A note that the run waits for an input (a pipe nobody writes to yet)."""
+    stderr_console.print(f"note: {message}", markup=False, soft_wrap=True)

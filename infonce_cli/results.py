@@ -5,6 +5,7 @@ They are computed once and rendered many ways (table, JSON, CSV) by render.py.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +60,14 @@ class RunInfo:
     seconds: float
     batch_size: int | None = None
     symmetric: bool = False
+    rank: int = 0
+    """This process's rank in a distributed run (0 alone); not part of the output."""
+    world: int = 1
+
+    @property
+    def leader(self) -> bool:
+        """Whether this process reports the result (rank 0)."""
+        return self.rank == 0
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -74,6 +83,51 @@ class RunInfo:
         if self.symmetric:
             out["symmetric"] = True
         return out
+
+
+@dataclass(frozen=True)
+class WorstCase:
+    """One of the pairs with the highest loss, and its hardest negative."""
+
+    index: int
+    id: Any
+    loss: float
+    positive_score: float
+    hardest_negative_index: int
+    hardest_negative_id: Any
+    hardest_negative_score: float
+    rank: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class PerQuery:
+    """Metrics per query when several rows (positives) share one: accuracy@1 and MRR of
+    each query's best positive, recall@k over all of its positives; ``loss_mean`` is the
+    mean of each query's mean loss (SupCon only)."""
+
+    queries: int
+    accuracy_at_1: float
+    mrr: float
+    recall_at: dict[int, float]
+    loss_mean: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "queries": self.queries,
+            "accuracy_at_1": self.accuracy_at_1,
+            "mrr": self.mrr,
+            "recall_at": {str(k): v for k, v in sorted(self.recall_at.items())},
+        }
+        if self.loss_mean is not None:
+            out["loss_mean"] = self.loss_mean
+        return out
+
+
+PerSampleColumns = Mapping[str, Any]
+"""Per-sample columns (name → a NumPy array of one value per pair), in output order."""
 
 
 @dataclass(frozen=True)
@@ -97,10 +151,12 @@ class ScoreResult:
     intervals: dict[str, tuple[float, float]] | None = None
     """Bootstrap 95% intervals of loss_mean, accuracy_at_1 and mrr (``--ci``)."""
     resamples: int = 0
-    worst: tuple[dict[str, Any], ...] | None = None
-    per_query: dict[str, Any] | None = None
-    """Metrics per query when several rows share one (``--query-ids``)."""
+    worst: tuple[WorstCase, ...] | None = None
+    per_query: PerQuery | None = None
+    """Metrics per query when several rows share one (``query_ids``)."""
     multi_positive: str | None = None
+    per_sample: PerSampleColumns | None = field(default=None, compare=False, repr=False)
+    """This process's per-sample rows (all of them, unless distributed); not in to_dict()."""
 
     @property
     def mi_lower_bound_bits(self) -> float:
@@ -129,10 +185,10 @@ class ScoreResult:
             out["ci"] = {"level": 0.95, "resamples": self.resamples,
                          **{k: {"low": lo, "high": hi} for k, (lo, hi) in self.intervals.items()}}
         if self.worst is not None:
-            out["worst"] = list(self.worst)
+            out["worst"] = [case.to_dict() for case in self.worst]
         if self.per_query is not None:
             out["multi_positive"] = self.multi_positive
-            out["per_query"] = self.per_query
+            out["per_query"] = self.per_query.to_dict()
         out.update(run)
         out["notes"] = list(self.notes)
         return out
@@ -176,19 +232,22 @@ class SweepRow:
 
 @dataclass(frozen=True)
 class SweepResult:
-    """The result of ``infonce sweep-temperature``.
-
-    ``optimum`` is {temperature, loss_mean, converged, gradient, passes}, or
-    {temperature: None, reason, passes} when there is no finite optimum.
-    """
+    """The result of a temperature sweep: the grid, its best point and the exact optimum."""
 
     run: RunInfo
     rows: tuple[SweepRow, ...]
     best_grid: SweepRow
-    optimum: dict[str, Any]
+    optimum: Optimum
     retrieval: RetrievalMetrics
     num_candidates_min: int
     num_candidates_max: int
+    masked: int | None = None
+    skipped: int = 0
+    multi_positive: str | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+    per_sample: PerSampleColumns | None = field(default=None, compare=False, repr=False)
+    """Per-sample rows at ``per_sample_temperature`` (asked for); not in to_dict()."""
+    per_sample_temperature: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         run = self.run.to_dict()
@@ -196,14 +255,22 @@ class SweepResult:
             "rows": [row.to_dict() for row in self.rows],
             "best_grid": {"temperature": self.best_grid.temperature,
                           "loss_mean": self.best_grid.loss_mean},
-            "optimum": dict(self.optimum),
+            "optimum": self.optimum.to_dict(),
             **self.retrieval.to_dict(),
             "n": run.pop("n"),
             "num_candidates": {"min": self.num_candidates_min, "max": self.num_candidates_max},
             "similarity": run.pop("similarity"),
             "negatives": run.pop("negatives"),
         }
+        if self.masked is not None:
+            out["masked"] = self.masked
+            out["skipped"] = self.skipped
+        if self.multi_positive is not None:
+            out["multi_positive"] = self.multi_positive
+        if self.per_sample_temperature is not None:
+            out["per_sample_temperature"] = self.per_sample_temperature
         out.update(run)
+        out["notes"] = list(self.notes)
         return out
 
 
@@ -232,6 +299,10 @@ class CompareResult:
     seed: int
     run_a: RunInfo
     run_b: RunInfo
+    temperature_a: float
+    temperature_b: float
+    temperature_fitted: bool = False
+    notes: tuple[str, ...] = field(default_factory=tuple)
     lower_is_better: tuple[str, ...] = ("loss_mean",)
 
     def worse(self, metric: str) -> bool:
@@ -247,9 +318,14 @@ class CompareResult:
             "difference": {k: d.to_dict() for k, d in self.difference.items()},
             "bootstrap": {"resamples": self.resamples, "seed": self.seed, "level": 0.95,
                           "test": "paired sign-flip permutation"},
+            "temperature": {"a": self.temperature_a, "b": self.temperature_b},
+            **({"temperature_fitted": True} if self.temperature_fitted else {}),
             "similarity": self.run_a.similarity,
             "negatives": {"a": self.run_a.negatives, "b": self.run_b.negatives},
+            **{k: v for k, v in self.run_a.to_dict().items()
+               if k in ("batch_size", "symmetric")},
             "device": self.run_a.device,
             "dtype": self.run_a.dtype,
             "seconds": self.run_a.seconds + self.run_b.seconds,
+            "notes": list(self.notes),
         }

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "sample_data"
@@ -28,3 +30,20 @@ def real_data() -> dict[str, np.ndarray]:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def data(tmp_path, monkeypatch):
+    """A private copy of sample_data, as the working directory."""
+    for file in SAMPLE.iterdir():
+        if file.suffix in (".npy", ".parquet"):
+            shutil.copy(file, tmp_path / file.name)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def run_cli(*args: str):
+    """The ``infonce`` command run in-process, as a user would type it."""
+    from infonce_cli.cli import app
+
+    return CliRunner().invoke(app, list(args))

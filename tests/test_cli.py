@@ -5,19 +5,16 @@ from __future__ import annotations
 import csv
 import io
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from typer.testing import CliRunner
 
-from infonce_cli.cli import app
 from infonce_cli.errors import ExitCode
 
-from .conftest import SAMPLE
+from .conftest import run_cli
 from .reference import reference
 
 SCORE_KEYS = {
@@ -29,18 +26,7 @@ PER_SAMPLE_COLUMNS = ["index", "loss", "positive_score", "hardest_negative_score
                       "hardest_negative_index", "rank", "num_candidates", "p_positive"]
 
 
-@pytest.fixture
-def data(tmp_path, monkeypatch):
-    """A private copy of sample_data, as the working directory."""
-    for file in SAMPLE.iterdir():
-        if file.suffix in (".npy", ".parquet"):
-            shutil.copy(file, tmp_path / file.name)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
-def run(*args: str):
-    return CliRunner().invoke(app, list(args))
+run = run_cli
 
 
 def score_json(*args: str) -> dict:

@@ -13,10 +13,10 @@ import torch
 from pytorch_metric_learning.losses import NTXentLoss, SupConLoss
 from typer.testing import CliRunner
 
-from infonce_cli.api import candidate_ids
 from infonce_cli.cli import app
 from infonce_cli.engine import EngineOptions, score_embeddings
 from infonce_cli.errors import ExitCode
+from infonce_cli.runs import candidate_ids
 from infonce_cli.stats import bootstrap_interval, paired_sign_flip_p_values
 
 from .reference import reference
@@ -237,7 +237,8 @@ def test_compare_finds_a_noisier_model_worse(files):
     assert result.exit_code == 0, result.stderr
     out = json.loads(result.stdout)
     assert out["n"] == 400
-    metrics = {"loss_mean", "accuracy_at_1", "mrr", "recall_at_1", "recall_at_5", "recall_at_10"}
+    metrics = {"loss_mean", "accuracy_at_1", "mrr", "ndcg_at_10", "recall_at_1", "recall_at_5",
+               "recall_at_10"}
     assert set(out["a"]) == set(out["b"]) == set(out["difference"]) == metrics
     loss = out["difference"]["loss_mean"]
     assert set(loss) == {"value", "ci_low", "ci_high", "p_value"}

@@ -1,0 +1,434 @@
+"""The one pipeline: a request in, a result out, whoever asks.
+
+``run_score``, ``run_sweep`` and ``run_compare`` load and check the inputs a
+request names, decide which candidates are masked, score or fit on the streaming
+engine, gather across the ranks of a distributed run and summarise into result
+objects. The command line and the Python API both call them; neither does any of
+this itself.
+
+>>> import numpy as np
+>>> from infonce_cli.requests import score_request
+>>> rng = np.random.default_rng(0)
+>>> q = rng.normal(size=(16, 8)).astype("float32")
+>>> result = run_score(score_request(q, q + 0.1, temperature=0.1, device="cpu"))
+>>> result.run.n, result.retrieval.accuracy_at_1
+(16, 1.0)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import io
+from .distributed import Cluster, gather_scores
+from .distributed import start as start_cluster
+from .distributed import stop as stop_cluster
+from .engine import CandidateIds, EngineOptions, PerSampleScores, fold_passes, score_embeddings
+from .errors import GateFailed, InfonceError, InputError, UsageError, arg
+from .requests import (
+    CompareRequest,
+    EngineSettings,
+    Gates,
+    Inputs,
+    Masking,
+    Report,
+    ScoreRequest,
+    SweepRequest,
+    is_path,
+)
+from .results import CompareResult, RunInfo, ScoreResult, SweepResult
+from .similarity import Similarity
+from .summaries import (
+    Labels,
+    compare_scores,
+    summarize_score,
+    summarize_sweep,
+    with_per_sample,
+)
+from .sweep import prepare_passes, score_at_optimum, sweep_passes, temperature_grid
+
+Array = np.ndarray[Any, Any]
+Progress = Callable[[int], AbstractContextManager[Callable[[int], None]]]
+"""Given the number of query rows to score, a context that yields ``advance(rows)``."""
+
+
+def run_score(request: ScoreRequest, progress: Progress | None = None) -> ScoreResult:
+    """Score the request's embeddings at one temperature (or the fitted optimum); raise
+    ``GateFailed`` carrying the result when a quality gate is missed."""
+    with _cluster(request.engine) as cluster:
+        auto = request.temperature == "auto"
+        tau = 1.0 if auto else float(request.temperature)
+        options = engine_options(request.engine, (tau,), request.masking, request.inputs,
+                                 cluster)
+        with cluster.together():
+            data = load_inputs(request.inputs, options, cluster)
+            ids = masking_ids(data, request.masking, options.device)
+        share = cluster.share(data.n)
+        options = replace(options, query_rows=share) if cluster.world > 1 else options
+        started = time.perf_counter()
+        with _progress(progress, cluster, share) as advance, cluster.together():
+            if auto:
+                tau, local = score_at_optimum(*data.arrays, options, advance, ids,
+                                              cluster.summer())
+                options = replace(options, temperatures=(tau,))
+            else:
+                local = score_embeddings(*data.arrays, options, advance, ids)
+        scores = gather_scores(cluster, local)
+        result = summarize_score(
+            scores, _run_info(scores, options, time.perf_counter() - started, cluster), tau,
+            _labels(data, request.masking, request.report, ids), temperature_fitted=auto,
+            local=local, first_row=share[0])
+    check_gates(result, request.gates)
+    return result
+
+
+def run_sweep(request: SweepRequest, progress: Progress | None = None) -> SweepResult:
+    """The loss at every grid temperature from one similarity pass, the exact optimum, and
+    with ``per_sample`` the per-sample scores there (at the best grid point when there is
+    no finite optimum)."""
+    grid = request.grid
+    temperatures = (grid.temperatures if isinstance(grid.temperatures, tuple)
+                    else temperature_grid(grid.min, grid.max, grid.steps, grid.spacing))
+    with _cluster(request.engine) as cluster:
+        options = engine_options(request.engine, temperatures[:1], request.masking,
+                                 request.inputs, cluster)
+        with cluster.together():
+            data = load_inputs(request.inputs, options, cluster)
+            ids = masking_ids(data, request.masking, options.device)
+        share = cluster.share(data.n)
+        options = replace(options, query_rows=share) if cluster.world > 1 else options
+        started = time.perf_counter()
+        with _progress(progress, cluster, share) as advance, cluster.together():
+            passes = prepare_passes(*data.arrays, options, ids)
+            swept = sweep_passes(passes, temperatures, advance, cluster.summer())
+        scores = gather_scores(cluster, swept.grid)
+        labels = _labels(data, request.masking, request.report, ids)
+        result = summarize_sweep(
+            scores, temperatures, swept.optimum,
+            _run_info(scores, options, time.perf_counter() - started, cluster), labels)
+        if request.per_sample:
+            tau = result.optimum.temperature or result.best_grid.temperature
+            with cluster.together():
+                result = with_per_sample(result, tau, fold_passes(passes, [tau]), share[0],
+                                         labels)
+    return result
+
+
+def run_compare(request: CompareRequest, progress: Progress | None = None) -> CompareResult:
+    """Two models on the same pairs, scored with the same options: A, B and B − A with
+    paired-bootstrap intervals and permutation p-values; raise ``GateFailed`` with the
+    result when ``fail_if_worse`` and B is significantly worse on the chosen metric."""
+    cluster = Cluster()
+    auto = request.temperature == "auto"
+    tau = 1.0 if auto else float(request.temperature)
+    options = engine_options(request.engine, (tau,), request.masking, request.a, cluster)
+    models = [load_inputs(inputs, options, cluster) for inputs in (request.a, request.b)]
+    if models[0].n != models[1].n:
+        raise InputError(f"{models[1].query.label}: has {models[1].n} pairs but "
+                         f"{models[0].query.label} has {models[0].n}; compare needs the same "
+                         "pairs in the same order")
+    scored: list[tuple[PerSampleScores, RunInfo, float]] = []
+    masks = False
+    with _progress(progress, cluster, (0, 2 * models[0].n)) as advance:
+        for data in models:
+            ids = masking_ids(data, request.masking, options.device)
+            masks = _masks(request.masking, ids)
+            started = time.perf_counter()
+            if auto:
+                fitted, scores = score_at_optimum(*data.arrays, options, advance, ids)
+            else:
+                fitted, scores = tau, score_embeddings(*data.arrays, options, advance, ids)
+            run = _run_info(scores, replace(options, temperatures=(fitted,)),
+                            time.perf_counter() - started, cluster)
+            scored.append((scores, run, fitted))
+    report = request.report
+    labels = Labels(recall_at=_recall_at(report), masking=masks,
+                    allow_empty=request.masking.allow_empty, resamples=report.bootstrap,
+                    seed=report.seed)
+    result = compare_scores(scored[0], scored[1], labels, temperature_fitted=auto)
+    if request.fail_if_worse and result.worse(request.metric):
+        diff = result.difference[request.metric]
+        raise GateFailed(f"quality gate failed: B is worse than A on {request.metric} "
+                         f"(B − A = {diff.value:.6g}, 95% interval [{diff.ci_low:.6g}, "
+                         f"{diff.ci_high:.6g}], p = {diff.p_value:.3g})", result)
+    return result
+
+
+def check_gates(result: ScoreResult, gates: Gates) -> None:
+    """Raise ``GateFailed`` (with the result) when the mean loss or accuracy@1 misses a gate."""
+    failures = []
+    if gates.fail_above is not None and result.loss.mean > gates.fail_above:
+        failures.append(f"mean loss {result.loss.mean:.6g} is above {arg('fail_above')} "
+                        f"{gates.fail_above:g}")
+    accuracy = result.retrieval.accuracy_at_1
+    if gates.fail_below_accuracy is not None and accuracy < gates.fail_below_accuracy:
+        failures.append(f"accuracy@1 {accuracy:.6g} is below {arg('fail_below_accuracy')} "
+                        f"{gates.fail_below_accuracy:g}")
+    if failures:
+        raise GateFailed(f"quality gate failed: {'; '.join(failures)}", result)
+
+
+# ---------------------------------------------------------------- options
+
+
+def engine_options(
+    settings: EngineSettings, temperatures: tuple[float, ...], masking: Masking, inputs: Inputs,
+    cluster: Cluster,
+) -> EngineOptions:
+    """Engine options from a request's settings: the device checked, the dtype resolved."""
+    if settings.in_batch and inputs.neg is None:
+        raise UsageError(f"{arg('in_batch')} pools the batch with paired negatives: give "
+                         f"{arg('neg')} (N, M, d); without {arg('neg')}, negatives are in-batch "
+                         "already")
+    device = resolve_device(settings.device)
+    if cluster.world > 1 and device.type == "cuda":
+        device = torch.device("cuda", cluster.local_rank)
+    dtype = settings.dtype if isinstance(settings.dtype, torch.dtype) else getattr(
+        torch, str(settings.dtype))
+    assert isinstance(settings.max_memory, int)
+    return EngineOptions(
+        temperatures=temperatures,
+        similarity=Similarity(str(settings.similarity)),
+        in_batch=settings.in_batch,
+        batch_size=settings.batch_size,
+        symmetric=settings.symmetric,
+        dtype=dtype,
+        device=device,
+        max_memory=settings.max_memory,
+        allow_tf32=settings.allow_tf32,
+        mask_duplicates=masking.mask_duplicates,
+    )
+
+
+def resolve_device(device: Any) -> torch.device:
+    """auto, cpu, cuda or cuda:N (or a torch.device) → a torch.device that exists here."""
+    name = str(device).strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name != "cpu" and not re.fullmatch(r"cuda(:\d+)?", name):
+        raise UsageError(f"{arg('device')}: unknown device {str(device)!r}; use auto, cpu, cuda "
+                         "or cuda:N")
+    resolved = torch.device(name)
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InfonceError(f"{arg('device')} {device}: no CUDA device is available here "
+                               f"(torch {torch.__version__}); use {arg('device')} cpu")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise InfonceError(f"{arg('device')} {device}: only {torch.cuda.device_count()} "
+                               "CUDA device(s) are available")
+    return resolved
+
+
+# ---------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class LoadedInputs:
+    """Checked embeddings and the ids that name, mask and group their rows."""
+
+    query: io.Embeddings
+    positive: io.Embeddings
+    negatives: io.Embeddings | None
+    row_ids: Array | None
+    """Ids of the pairs: the ``id_col`` column, else the positive ids."""
+    positive_ids: Array | None
+    negative_ids: Array | None
+    groups: Array | None
+    """Query ids: rows with the same one share a query (several positives)."""
+
+    @property
+    def n(self) -> int:
+        return self.query.shape[0]
+
+    @property
+    def arrays(self) -> tuple[Any, Any, Any]:
+        negatives = None if self.negatives is None else self.negatives.values
+        return self.query.values, self.positive.values, negatives
+
+
+def load_inputs(inputs: Inputs, options: EngineOptions, cluster: Cluster) -> LoadedInputs:
+    """Load and check every input of a request; in a distributed run each rank checks the
+    values of its share of the rows."""
+    query = _embeddings(inputs.query, "query", inputs.query_key, inputs.query_col)
+    positive = _embeddings(inputs.pos, "pos", inputs.pos_key, inputs.pos_col)
+    negatives = None if inputs.neg is None else _embeddings(
+        inputs.neg, "neg", inputs.neg_key, inputs.neg_col, ndims=(2, 3))
+    io.check_pairs(query, positive, negatives)
+    share = cluster.share(query.shape[0])
+    cosine = options.similarity is Similarity.COSINE
+    for embeddings in (query, positive, negatives):
+        if embeddings is not None:
+            paired_rows = embeddings is not negatives or len(embeddings.shape) == 3
+            rows = share if paired_rows else cluster.share(embeddings.shape[0])
+            io.check_values(embeddings, nonzero=cosine, rows=rows)
+    n = query.shape[0]
+    row_ids = None
+    if inputs.id_col is not None:
+        source = next((s for s in (inputs.query, inputs.pos)
+                       if is_path(s) and io.is_parquet(str(s))), None)
+        if source is None:
+            raise UsageError(f"{arg('id_col')} needs {arg('query')} or {arg('pos')} to be a "
+                             "Parquet file")
+        row_ids = _checked_ids(io.load_ids(str(source), inputs.id_col), (n,),
+                               f"{source}:{inputs.id_col}", "ids")
+    positive_ids = _ids(inputs.pos_ids, inputs.pos_id_col, inputs.pos, "pos", (n,))
+    negative_ids = None
+    if negatives is not None:
+        negative_ids = _ids(inputs.neg_ids, inputs.neg_id_col, inputs.neg, "neg",
+                            negatives.shape[:-1])
+    groups = _ids(inputs.query_ids, inputs.query_id_col, inputs.query, "query", (n,))
+    if groups is not None and negatives is not None:
+        raise UsageError(f"{arg('query_ids')} works with in-batch negatives (leave out "
+                         f"{arg('neg')})")
+    return LoadedInputs(query, positive, negatives,
+                        row_ids if row_ids is not None else positive_ids,
+                        positive_ids, negative_ids, groups)
+
+
+def _embeddings(source: Any, role: str, key: str | None, column: str | None,
+                ndims: tuple[int, ...] = (2,)) -> io.Embeddings:
+    if is_path(source):
+        return io.load_embeddings(str(source), key=key, column=column, ndims=ndims)
+    if key is not None or column is not None:
+        chosen = f"{role}_key" if key is not None else f"{role}_col"
+        raise UsageError(f"{arg(chosen)} picks from a file, but {arg(role)} is an array")
+    values = _as_numpy(source)
+    io.check_float_array(values, role, ndims)
+    return io.Embeddings(values, role)
+
+
+def _as_numpy(source: Any) -> Array:
+    """An in-memory array as NumPy (tensors detached and moved to the CPU; bfloat16, which
+    NumPy lacks, widened exactly to float32)."""
+    if isinstance(source, torch.Tensor):
+        tensor = source.detach().cpu()
+        if tensor.dtype == torch.bfloat16:
+            tensor = tensor.float()
+        return tensor.numpy()
+    return np.asarray(source)
+
+
+def _ids(source: Any, column: str | None, embeddings: Any, role: str,
+         shape: tuple[int, ...]) -> Array | None:
+    """Ids of a role's rows from a file or an array (``{role}_ids``), or from a column of
+    the role's Parquet file (``{role}_id_col``), checked against the rows' shape."""
+    if source is None and column is None:
+        return None
+    if column is not None:
+        if not (is_path(embeddings) and io.is_parquet(str(embeddings))):
+            raise UsageError(f"{arg(role + '_id_col')} names a column of a Parquet "
+                             f"{arg(role)} file")
+        return _checked_ids(io.load_ids(str(embeddings), column), shape,
+                            f"{embeddings}:{column}", f"{role} ids")
+    if is_path(source):
+        return _checked_ids(io.load_id_array(str(source)), shape, str(source), f"{role} ids")
+    values = _as_numpy(source)
+    if values.dtype.kind not in "iuUS":
+        raise InputError(f"{role}_ids: ids must be integers or strings, got {values.dtype.name}")
+    return _checked_ids(values, shape, f"{role}_ids", f"{role} ids")
+
+
+def _checked_ids(ids: Array, shape: tuple[int, ...], label: str, what: str) -> Array:
+    if ids.shape != tuple(shape):
+        raise InputError(f"{label}: expected {what} of shape {tuple(shape)}, got {ids.shape}")
+    return ids
+
+
+def masking_ids(data: LoadedInputs, masking: Masking, device: torch.device) -> CandidateIds | None:
+    """What marks false negatives: candidates whose id is the query's positive id, and with
+    several positives per query scored NT-Xent style, the query's other positives."""
+    group = data.groups if masking.multi_positive == "ntxent" else None
+    if data.positive_ids is None and data.negative_ids is None and group is None:
+        return None
+    return candidate_ids(data.positive_ids, data.negative_ids, group, device)
+
+
+def candidate_ids(positive: Array | None, negative: Array | None, group: Array | None = None,
+                  device: torch.device | None = None) -> CandidateIds:
+    """Integer keys for masking, from ids of any type: equal ids get equal keys, across the
+    positive and negative ids (ids are compared as text)."""
+    named = [ids for ids in (positive, negative) if ids is not None]
+    keys: list[torch.Tensor | None] = [None, None]
+    if named:
+        flat = np.concatenate([np.asarray(ids).reshape(-1).astype(str) for ids in named])
+        _, codes = np.unique(flat, return_inverse=True)
+        offset = 0
+        for slot, ids in enumerate((positive, negative)):
+            if ids is None:
+                continue
+            size = int(np.asarray(ids).size)
+            part = codes[offset:offset + size].reshape(np.asarray(ids).shape)
+            keys[slot] = torch.from_numpy(part.astype(np.int64)).to(device or "cpu")
+            offset += size
+    group_keys = None
+    if group is not None:
+        _, codes = np.unique(np.asarray(group).astype(str), return_inverse=True)
+        group_keys = torch.from_numpy(codes.astype(np.int64)).to(device or "cpu")
+    return CandidateIds(positive=keys[0], negative=keys[1], group=group_keys)
+
+
+# ---------------------------------------------------------------- plumbing
+
+
+def _labels(data: LoadedInputs, masking: Masking, report: Report,
+            ids: CandidateIds | None) -> Labels:
+    return Labels(
+        recall_at=_recall_at(report), masking=_masks(masking, ids),
+        allow_empty=masking.allow_empty, row_ids=data.row_ids, negative_ids=data.negative_ids,
+        groups=data.groups, supcon=masking.multi_positive == "supcon",
+        resamples=report.bootstrap if report.ci else 0, seed=report.seed, worst=report.worst)
+
+
+def _masks(masking: Masking, ids: CandidateIds | None) -> bool:
+    return ids is not None or masking.mask_duplicates
+
+
+def _recall_at(report: Report) -> tuple[int, ...]:
+    assert isinstance(report.recall_at, tuple)
+    return report.recall_at
+
+
+def _run_info(scores: PerSampleScores, options: EngineOptions, seconds: float,
+              cluster: Cluster) -> RunInfo:
+    return RunInfo(
+        n=int(scores.loss.shape[0]),
+        similarity=options.similarity.value,
+        negatives=scores.mode.value,
+        device=str(options.device),
+        dtype=str(options.dtype).removeprefix("torch."),
+        seconds=seconds,
+        batch_size=options.batch_size,
+        symmetric=options.symmetric,
+        rank=cluster.rank,
+        world=cluster.world,
+    )
+
+
+@contextlib.contextmanager
+def _cluster(settings: EngineSettings) -> Iterator[Cluster]:
+    """This process's place in a torchrun launch (alone otherwise), left at the end."""
+    cluster = start_cluster(str(settings.device))
+    try:
+        yield cluster
+    finally:
+        stop_cluster()
+
+
+@contextlib.contextmanager
+def _progress(progress: Progress | None, cluster: Cluster,
+              share: tuple[int, int]) -> Iterator[Callable[[int], None] | None]:
+    """Progress over this rank's rows, shown by the leader only."""
+    if progress is None or not cluster.leader:
+        yield None
+        return
+    with progress(share[1] - share[0]) as advance:
+        yield advance

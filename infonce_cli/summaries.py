@@ -1,0 +1,330 @@
+"""From per-sample scores to result objects: aggregates, worst cases, per-query metrics,
+intervals and comparisons. Tensors come in, frozen dataclasses go out; NumPy in float64.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from .engine import NegativeMode, PerSampleScores
+from .errors import InfonceError, InputError, arg
+from .metrics import (
+    loss_stats,
+    mi_lower_bound,
+    mi_notes,
+    per_query_metrics,
+    retrieval_metrics,
+)
+from .results import (
+    CompareResult,
+    Difference,
+    Optimum,
+    PerSampleColumns,
+    RunInfo,
+    ScoreResult,
+    SweepResult,
+    SweepRow,
+    WorstCase,
+)
+from .stats import bootstrap_interval, paired_sign_flip_p_values
+
+Array = np.ndarray[Any, Any]
+
+
+@dataclass(frozen=True)
+class Labels:
+    """What names the rows and shapes the report: ids, query groups and report options."""
+
+    recall_at: tuple[int, ...]
+    masking: bool = False
+    """Report masked counts, and refuse (or with allow_empty leave out) queries that
+    masking left with no negative."""
+    allow_empty: bool = False
+    row_ids: Array | None = None
+    negative_ids: Array | None = None
+    groups: Array | None = None
+    supcon: bool = False
+    resamples: int = 0
+    seed: int = 0
+    worst: int = 0
+
+
+def kept_queries(per_sample: PerSampleScores, labels: Labels) -> tuple[Array, tuple[str, ...]]:
+    """The queries that count in the aggregates, and a note when some were left out.
+
+    A query that masking left with no negative is an error, unless ``allow_empty``.
+    """
+    num_candidates = per_sample.num_candidates.cpu().numpy()
+    keep = np.ones(len(num_candidates), dtype=bool)
+    if not labels.masking:
+        return keep, ()
+    empty = (num_candidates == 1) & (per_sample.masked.cpu().numpy() > 0)
+    if not empty.any():
+        return keep, ()
+    if not labels.allow_empty:
+        raise InfonceError(
+            f"masking left {int(empty.sum())} queries with no negative (first: row "
+            f"{int(np.argmax(empty))}); pass {arg('allow_empty')} to leave them out")
+    if empty.all():
+        raise InfonceError("masking left no query with a negative")
+    return ~empty, (f"left {int(empty.sum())} queries with no negative out of the aggregates",)
+
+
+def check_finite(loss: Array, temperature: float, dtype: str) -> None:
+    """Refuse a non-finite loss: exit 0 must never carry a NaN or a null."""
+    bad = ~np.isfinite(loss)
+    if bad.any():
+        raise InputError(
+            f"the loss is not finite at temperature {temperature:g} for {int(bad.sum())} "
+            f"pairs (first: row {int(np.argmax(bad))}): the logits overflow {dtype}; use a "
+            f"larger temperature, {arg('dtype')} float64, or rescale the vectors")
+
+
+def summarize_score(
+    per_sample: PerSampleScores, run: RunInfo, temperature: float, labels: Labels,
+    temperature_fitted: bool = False, local: PerSampleScores | None = None,
+    first_row: int = 0,
+) -> ScoreResult:
+    """The aggregate result of a one-temperature run; ``local`` (this rank's rows, from
+    ``first_row``) are kept as per-sample columns."""
+    loss = per_sample.loss[:, 0].detach().double().cpu().numpy()
+    check_finite(loss, temperature, run.dtype)
+    num_candidates = per_sample.num_candidates.cpu().numpy()
+    rank = per_sample.rank.cpu().numpy()
+    keep, notes = kept_queries(per_sample, labels)
+    per_query = None
+    if labels.groups is not None:
+        per_query = per_query_metrics(
+            np.asarray(labels.groups)[keep], rank[keep],
+            per_sample.positive_score.detach().double().cpu().numpy()[keep],
+            others_masked=not labels.supcon, recall_at=labels.recall_at,
+            loss=loss[keep] if labels.supcon else None)
+    bound, ceiling = mi_lower_bound(loss[keep], num_candidates[keep])
+    intervals = None
+    if labels.resamples:
+        low, high = bootstrap_interval(
+            np.stack([loss[keep], rank[keep] == 1, 1.0 / rank[keep]], axis=1),
+            labels.resamples, labels.seed)
+        intervals = {name: (float(lo), float(hi)) for name, lo, hi in
+                     zip(("loss_mean", "accuracy_at_1", "mrr"), low, high, strict=True)}
+    own = local if local is not None else per_sample
+    row_ids = labels.row_ids
+    columns = per_sample_columns(
+        own, None if row_ids is None else row_ids[first_row:first_row + len(own.rank)],
+        masked=labels.masking, first_row=first_row)
+    return ScoreResult(
+        run=run,
+        temperature=temperature,
+        num_candidates_min=int(num_candidates[keep].min()),
+        num_candidates_max=int(num_candidates[keep].max()),
+        loss=loss_stats(loss[keep]),
+        retrieval=retrieval_metrics(rank[keep], labels.recall_at),
+        mi_lower_bound_nats=bound,
+        mi_ceiling_nats=ceiling,
+        notes=(*mi_notes(bound, ceiling), *notes),
+        temperature_fitted=temperature_fitted,
+        masked=int(per_sample.masked.sum()) if labels.masking else None,
+        skipped=int((~keep).sum()),
+        intervals=intervals,
+        resamples=labels.resamples,
+        worst=worst_cases(per_sample, labels) if labels.worst else None,
+        per_query=per_query,
+        multi_positive=("supcon" if labels.supcon else "ntxent") if per_query else None,
+        per_sample=columns,
+    )
+
+
+def summarize_sweep(
+    grid: PerSampleScores, temperatures: tuple[float, ...], optimum: Optimum, run: RunInfo,
+    labels: Labels,
+) -> SweepResult:
+    """The aggregate result of a sweep."""
+    keep, notes = kept_queries(grid, labels)
+    num_candidates = grid.num_candidates.cpu().numpy()
+    rows = []
+    for index, temperature in enumerate(temperatures):
+        loss = grid.loss[:, index].detach().double().cpu().numpy()
+        check_finite(loss, temperature, run.dtype)
+        bound, _ = mi_lower_bound(loss[keep], num_candidates[keep])
+        rows.append(SweepRow(temperature, float(loss[keep].mean()), float(loss[keep].std()),
+                             bound))
+    if optimum.temperature is not None and not keep.all():
+        # Queries left with no negative have a loss and slope of exactly 0 at every τ:
+        # the fit's means over all queries scale to the kept ones exactly.
+        scale = len(keep) / int(keep.sum())
+        optimum = Optimum(optimum.temperature, (optimum.loss_mean or 0.0) * scale,
+                          optimum.converged, gradient=None if optimum.gradient is None
+                          else optimum.gradient * scale, passes=optimum.passes)
+    per_query = None
+    if labels.groups is not None:
+        per_query = "supcon" if labels.supcon else "ntxent"
+    return SweepResult(
+        run=run,
+        rows=tuple(rows),
+        best_grid=min(rows, key=lambda row: row.loss_mean),
+        optimum=optimum,
+        retrieval=retrieval_metrics(grid.rank.cpu().numpy()[keep], labels.recall_at),
+        num_candidates_min=int(num_candidates[keep].min()),
+        num_candidates_max=int(num_candidates[keep].max()),
+        masked=int(grid.masked.sum()) if labels.masking else None,
+        skipped=int((~keep).sum()),
+        multi_positive=per_query,
+        notes=notes,
+    )
+
+
+def with_per_sample(result: SweepResult, temperature: float, scores: PerSampleScores,
+                    first_row: int, labels: Labels) -> SweepResult:
+    """The sweep's result with the per-sample rows at ``temperature`` (the optimum, or the
+    best grid point when there is none); ``scores`` are this rank's, from ``first_row``."""
+    check_finite(scores.loss[:, 0].detach().double().cpu().numpy(), temperature,
+                 result.run.dtype)
+    row_ids = labels.row_ids
+    columns = per_sample_columns(
+        scores, None if row_ids is None else row_ids[first_row:first_row + len(scores.rank)],
+        masked=labels.masking, first_row=first_row)
+    notes = result.notes
+    if result.optimum.temperature is None:
+        notes = (*notes, f"no finite optimum: the per-sample rows are at the best grid "
+                         f"temperature {temperature:g}")
+    return replace(result, per_sample=columns, per_sample_temperature=temperature, notes=notes)
+
+
+def worst_cases(per_sample: PerSampleScores, labels: Labels) -> tuple[WorstCase, ...]:
+    """The samples with the highest loss, highest first (ties by index)."""
+    loss = per_sample.loss[:, 0].detach().double().cpu().numpy()
+    order = np.lexsort((np.arange(len(loss)), -loss))[:labels.worst]
+    hardest_ids = hardest_negative_ids(per_sample, labels.row_ids, labels.negative_ids)
+    positive = per_sample.positive_score.detach().double().cpu().numpy()
+    hardest_score = per_sample.hardest_negative_score.detach().double().cpu().numpy()
+    hardest_index = per_sample.hardest_negative_index.cpu().numpy()
+    rank = per_sample.rank.cpu().numpy()
+    return tuple(
+        WorstCase(
+            index=int(i),
+            id=_plain(labels.row_ids[i]) if labels.row_ids is not None else None,
+            loss=float(loss[i]),
+            positive_score=float(positive[i]),
+            hardest_negative_index=int(hardest_index[i]),
+            hardest_negative_id=_plain(hardest_ids[i]) if hardest_ids is not None else None,
+            hardest_negative_score=float(hardest_score[i]) if math.isfinite(hardest_score[i])
+            else math.nan,
+            rank=int(rank[i]),
+        )
+        for i in order
+    )
+
+
+def hardest_negative_ids(
+    per_sample: PerSampleScores, row_ids: Array | None, negative_ids: Array | None,
+) -> Array | None:
+    """The id of each query's hardest negative, where the inputs name their rows."""
+    index = per_sample.hardest_negative_index.cpu().numpy()
+    n = len(index)
+    mode = per_sample.mode
+    out = np.full(n, None, dtype=object)
+    found = index >= 0
+    if mode is NegativeMode.IN_BATCH or mode is NegativeMode.IN_BATCH_PAIRED:
+        own = found & (index < n)
+        if row_ids is not None:
+            out[own] = row_ids[index[own]]
+        if mode is NegativeMode.IN_BATCH_PAIRED and negative_ids is not None:
+            pooled = found & (index >= n)
+            per_row = negative_ids.shape[1]
+            flat = index[pooled] - n
+            out[pooled] = negative_ids[flat // per_row, flat % per_row]
+    elif negative_ids is not None and mode is NegativeMode.SHARED:
+        out[found] = negative_ids[index[found]]
+    elif negative_ids is not None:
+        rows = np.flatnonzero(found)
+        out[rows] = negative_ids[rows, index[rows]]
+    return None if all(value is None for value in out) else out
+
+
+def per_sample_columns(
+    per_sample: PerSampleScores, ids: Array | None = None, masked: bool = False,
+    first_row: int = 0,
+) -> PerSampleColumns:
+    """The per-sample table: index, id (when given), loss, scores, rank, candidates,
+    p(positive), and the masked count when masking."""
+    loss = per_sample.loss[:, 0].detach().cpu().double().numpy()
+    hardest = per_sample.hardest_negative_score.detach().cpu().double().numpy()
+    columns: dict[str, Array] = {"index": np.arange(len(loss)) + first_row}
+    if ids is not None:
+        columns["id"] = ids
+    columns.update(
+        loss=loss,
+        positive_score=per_sample.positive_score.detach().cpu().double().numpy(),
+        hardest_negative_score=np.where(np.isfinite(hardest), hardest, np.nan),
+        hardest_negative_index=per_sample.hardest_negative_index.cpu().numpy(),
+        rank=per_sample.rank.cpu().numpy(),
+        num_candidates=per_sample.num_candidates.cpu().numpy(),
+        p_positive=np.exp(-loss),
+    )
+    if masked:
+        columns["masked"] = per_sample.masked.cpu().numpy()
+    return columns
+
+
+def per_sample_metrics(per_sample: PerSampleScores, recall_at: tuple[int, ...]) -> dict[str, Array]:
+    """Per-sample values whose means are the metrics: loss, rank == 1, 1/rank, nDCG@10 and
+    rank ≤ k."""
+    rank = per_sample.rank.cpu().numpy().astype(np.float64)
+    metrics = {
+        "loss_mean": per_sample.loss[:, 0].detach().double().cpu().numpy(),
+        "accuracy_at_1": (rank == 1).astype(np.float64),
+        "mrr": 1.0 / rank,
+        "ndcg_at_10": np.where(rank <= 10, 1.0 / np.log2(1.0 + rank), 0.0),
+    }
+    for k in recall_at:
+        metrics[f"recall_at_{k}"] = (rank <= k).astype(np.float64)
+    return metrics
+
+
+def compare_scores(
+    a: tuple[PerSampleScores, RunInfo, float],
+    b: tuple[PerSampleScores, RunInfo, float],
+    labels: Labels,
+    temperature_fitted: bool = False,
+) -> CompareResult:
+    """A and B scored on the same pairs: their metrics, and B − A with a paired-bootstrap 95%
+    interval and a paired sign-flip permutation p-value per metric. Queries that masking
+    left with no negative in either model are left out of both (``allow_empty``)."""
+    keeps = [kept_queries(scores, labels) for scores, _, _ in (a, b)]
+    keep = keeps[0][0] & keeps[1][0]
+    for scores, run, temperature in (a, b):
+        check_finite(scores.loss[:, 0].detach().double().cpu().numpy(), temperature, run.dtype)
+    columns = [per_sample_metrics(scores, labels.recall_at) for scores, _, _ in (a, b)]
+    names = list(columns[0])
+    values_a = np.stack([columns[0][name][keep] for name in names], axis=1)
+    values_b = np.stack([columns[1][name][keep] for name in names], axis=1)
+    differences = values_b - values_a
+    low, high = bootstrap_interval(differences, labels.resamples, labels.seed)
+    p_values = paired_sign_flip_p_values(differences, labels.resamples, labels.seed)
+    notes = tuple(dict.fromkeys(note for _, model_notes in keeps for note in model_notes))
+    return CompareResult(
+        n=len(differences),
+        a={name: float(v) for name, v in zip(names, values_a.mean(axis=0), strict=True)},
+        b={name: float(v) for name, v in zip(names, values_b.mean(axis=0), strict=True)},
+        difference={
+            name: Difference(float(d), float(lo), float(hi), float(p))
+            for name, d, lo, hi, p in zip(names, differences.mean(axis=0), low, high, p_values,
+                                          strict=True)
+        },
+        resamples=labels.resamples,
+        seed=labels.seed,
+        run_a=a[1],
+        run_b=b[1],
+        temperature_a=a[2],
+        temperature_b=b[2],
+        temperature_fitted=temperature_fitted,
+        notes=notes,
+    )
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
