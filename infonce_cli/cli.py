@@ -47,7 +47,7 @@ app = typer.Typer(
     cls=_Commands,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    rich_markup_mode=None,
+    rich_markup_mode="rich",
     help="Score precomputed embeddings with the InfoNCE contrastive loss.",
 )
 
@@ -152,13 +152,13 @@ QueryColOpt = Annotated[str | None, typer.Option(metavar="NAME", rich_help_panel
 PosColOpt = Annotated[str | None, typer.Option(metavar="NAME", rich_help_panel=INPUTS, help="Embedding column of a --pos Parquet file.", show_default=False)]
 NegColOpt = Annotated[str | None, typer.Option(metavar="NAME", rich_help_panel=INPUTS, help="Embedding column of a --neg Parquet file (a list of vectors per row when paired).", show_default=False)]
 IdColOpt = Annotated[str | None, typer.Option(metavar="NAME", rich_help_panel=INPUTS, help="Id column of the --query (else --pos) Parquet file, for the per-sample output.", show_default=False)]
-SimilarityOpt = Annotated[SimilarityChoice, typer.Option("--similarity", "-s", rich_help_panel=ENGINE, help="cosine (rows L2-normalised), dot (raw inner product) or l2 (−squared distance).")]
-InBatchOpt = Annotated[bool, typer.Option("--in-batch", rich_help_panel=NEGATIVES, help="Pool the batch's positives with the paired hard negatives (DPR, MNRL).")]
+SimilarityOpt = Annotated[SimilarityChoice, typer.Option("--similarity", "-s", metavar="NAME", rich_help_panel=ENGINE, help="cosine (rows L2-normalised), dot (raw inner product) or l2 (−squared distance).")]
+InBatchOpt = Annotated[bool, typer.Option("--in-batch", metavar="", rich_help_panel=NEGATIVES, help="Pool the batch's positives with the paired hard negatives (DPR, MNRL).")]
 BatchSizeOpt = Annotated[int | None, typer.Option(metavar="INT", rich_help_panel=NEGATIVES, help="Split the pairs into consecutive batches of this size for in-batch negatives, as a training step would.", show_default=False)]
-SymmetricOpt = Annotated[bool, typer.Option("--symmetric", rich_help_panel=NEGATIVES, help="Average the query→positive and positive→query losses (CLIP); in-batch only.")]
+SymmetricOpt = Annotated[bool, typer.Option("--symmetric", metavar="", rich_help_panel=NEGATIVES, help="Average the query→positive and positive→query losses (CLIP); in-batch only.")]
 DeviceOpt = Annotated[str, typer.Option(metavar="DEVICE", rich_help_panel=ENGINE, help="auto, cpu, cuda or cuda:N.")]
-DtypeOpt = Annotated[DtypeChoice, typer.Option(rich_help_panel=ENGINE, help="Precision of the similarity computation; reductions stay float32 or better.")]
-AllowTf32Opt = Annotated[bool, typer.Option("--allow-tf32", rich_help_panel=ENGINE, help="On CUDA, let float32 matrix products use TF32 (faster, less exact).")]
+DtypeOpt = Annotated[DtypeChoice, typer.Option(metavar="DTYPE", rich_help_panel=ENGINE, help="float32, float64, bfloat16 or float16: the precision of the similarity computation; reductions stay float32 or better.")]
+AllowTf32Opt = Annotated[bool, typer.Option("--allow-tf32", metavar="", rich_help_panel=ENGINE, help="On CUDA, let float32 matrix products use TF32 (faster, less exact).")]
 MaxMemoryOpt = Annotated[str, typer.Option(metavar="SIZE", rich_help_panel=ENGINE, help="Working-memory budget for score blocks, e.g. 512MiB or 4GB.")]
 PosIdsOpt = Annotated[str | None, typer.Option(metavar="PATH", rich_help_panel=MASKING, help="Ids of the positives (N,), .npy: an in-batch candidate or hard negative with the query's positive id is not a negative.", show_default=False)]
 NegIdsOpt = Annotated[str | None, typer.Option(metavar="PATH", rich_help_panel=MASKING, help="Ids of the negatives, .npy: (N, M) paired or (K,) shared.", show_default=False)]
@@ -166,19 +166,19 @@ PosIdColOpt = Annotated[str | None, typer.Option(metavar="NAME", rich_help_panel
 NegIdColOpt = Annotated[str | None, typer.Option(metavar="NAME", rich_help_panel=MASKING, help="Negative-id column of the --neg Parquet file (instead of --neg-ids).", show_default=False)]
 QueryIdsOpt = Annotated[str | None, typer.Option(metavar="PATH", rich_help_panel=MASKING, help="Query ids (N,), .npy: rows with the same id are one query with several positives.", show_default=False)]
 QueryIdColOpt = Annotated[str | None, typer.Option(metavar="NAME", rich_help_panel=MASKING, help="Query-id column of the --query Parquet file (instead of --query-ids).", show_default=False)]
-MultiPositiveOpt = Annotated[MultiPositive, typer.Option(rich_help_panel=MASKING, help="Several positives per query: ntxent leaves the other positives out of each pair's denominator (NTXentLoss); supcon keeps them and averages over the query's positives (SupConLoss).")]
-MaskDuplicatesOpt = Annotated[bool, typer.Option("--mask-duplicates", rich_help_panel=MASKING, help="Drop candidates bit-identical to the query's positive (else they tie with it).")]
-AllowEmptyOpt = Annotated[bool, typer.Option("--allow-empty", rich_help_panel=MASKING, help="Leave queries that masking left with no negative out of the aggregates (else an error).")]
+MultiPositiveOpt = Annotated[MultiPositive, typer.Option(metavar="MODE", rich_help_panel=MASKING, help="ntxent or supcon, for several positives per query: ntxent leaves the other positives out of each pair's denominator (NTXentLoss); supcon keeps them and averages over the query's positives (SupConLoss).")]
+MaskDuplicatesOpt = Annotated[bool, typer.Option("--mask-duplicates", metavar="", rich_help_panel=MASKING, help="Drop candidates bit-identical to the query's positive (else they tie with it).")]
+AllowEmptyOpt = Annotated[bool, typer.Option("--allow-empty", metavar="", rich_help_panel=MASKING, help="Leave queries that masking left with no negative out of the aggregates (else an error).")]
 RecallAtOpt = Annotated[str, typer.Option(metavar="K,K,…", rich_help_panel=REPORT, help="Cut-offs k for recall@k, comma-separated.")]
-CiOpt = Annotated[bool, typer.Option("--ci", rich_help_panel=REPORT, help="Add bootstrap 95% intervals of the mean loss, accuracy@1 and MRR.")]
+CiOpt = Annotated[bool, typer.Option("--ci", metavar="", rich_help_panel=REPORT, help="Add bootstrap 95% intervals of the mean loss, accuracy@1 and MRR.")]
 BootstrapOpt = Annotated[int, typer.Option(metavar="INT", rich_help_panel=REPORT, help="Bootstrap resamples.")]
 SeedOpt = Annotated[int, typer.Option(metavar="INT", rich_help_panel=REPORT, help="Seed of the resampling.")]
 WorstOpt = Annotated[int, typer.Option(metavar="K", rich_help_panel=REPORT, help="Report the K pairs with the highest loss.")]
-FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", rich_help_panel=OUTPUTS, help="auto: a table on a terminal, JSON when piped.")]
+FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", metavar="FORMAT", rich_help_panel=OUTPUTS, help="auto, table, json or csv; auto is a table on a terminal and JSON when piped.")]
 OutputOpt = Annotated[str | None, typer.Option("--output", "-o", metavar="PATH", rich_help_panel=OUTPUTS, help="Write the aggregate to this file instead of stdout.", show_default=False)]
 PerSampleOpt = Annotated[str | None, typer.Option(metavar="PATH", rich_help_panel=OUTPUTS, help="Write per-sample rows to a .parquet, .csv or .jsonl file, or - for JSONL on stdout (the aggregate then goes to --output or stderr).", show_default=False)]
-QuietOpt = Annotated[bool, typer.Option("--quiet", rich_help_panel=OUTPUTS, help="No progress bar or notes on stderr.")]
-DebugOpt = Annotated[bool, typer.Option("--debug", rich_help_panel=OUTPUTS, help="Show the traceback of an error.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", metavar="", rich_help_panel=OUTPUTS, help="No progress bar or notes on stderr.")]
+DebugOpt = Annotated[bool, typer.Option("--debug", metavar="", rich_help_panel=OUTPUTS, help="Show the traceback of an error.")]
 
 _CLI_ONLY = ("fmt", "output", "per_sample", "plot", "quiet", "debug")
 """Parameters that say where and how results are shown, not what is computed."""
@@ -234,7 +234,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")] = False,
+    version: Annotated[bool, typer.Option("--version", metavar="", callback=_version, is_eager=True, help="Show the version and exit.")] = False,
 ) -> None:
     """Score precomputed embeddings with the InfoNCE contrastive loss."""
 
@@ -318,7 +318,7 @@ def sweep_temperature(
     minimum: Annotated[float, typer.Option("--min", metavar="FLOAT", rich_help_panel=GRID, help="Smallest grid temperature.")] = 0.01,
     maximum: Annotated[float, typer.Option("--max", metavar="FLOAT", rich_help_panel=GRID, help="Largest grid temperature.")] = 1.0,
     steps: Annotated[int, typer.Option(metavar="INT", rich_help_panel=GRID, help="Number of grid temperatures (2 to 10,000).")] = 50,
-    spacing: Annotated[Spacing, typer.Option(rich_help_panel=GRID, help="Grid spacing in τ.")] = Spacing.LOG,
+    spacing: Annotated[Spacing, typer.Option(metavar="SPACING", rich_help_panel=GRID, help="log or linear spacing of the grid in τ.")] = Spacing.LOG,
     in_batch: InBatchOpt = False,
     batch_size: BatchSizeOpt = None,
     symmetric: SymmetricOpt = False,
@@ -347,12 +347,11 @@ def sweep_temperature(
     fmt: FormatOpt = OutputFormat.AUTO,
     output: OutputOpt = None,
     per_sample: Annotated[str | None, typer.Option(metavar="PATH", rich_help_panel=OUTPUTS, help="Write per-sample rows at the optimum (else the best grid τ) to a .parquet, .csv or .jsonl file, or - for JSONL on stdout.", show_default=False)] = None,
-    plot: Annotated[str | None, typer.Option(metavar="PATH", rich_help_panel=OUTPUTS, help="Write a figure of loss against τ to a .png or .svg file (needs matplotlib: pip install 'infonce-cli[plot]').", show_default=False)] = None,
+    plot: Annotated[str | None, typer.Option(metavar="PATH", rich_help_panel=OUTPUTS, help="Write a figure of loss against τ to a .png or .svg file (needs matplotlib: pip install 'infonce-cli\\[plot]').", show_default=False)] = None,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Mean loss at every temperature of a grid from one similarity pass, and the exact
-    optimum."""
+    """Mean loss at every temperature of a grid from one similarity pass, and the exact optimum."""
     options = _options(locals(), "query", "pos", "neg", "minimum", "maximum")
     options.update({"min": minimum, "max": maximum, "per_sample": per_sample is not None})
 
@@ -420,14 +419,16 @@ def compare(
     bootstrap: Annotated[int, typer.Option(metavar="INT", rich_help_panel=REPORT, help="Paired bootstrap resamples (and sign-flip permutations).")] = 1000,
     seed: SeedOpt = 0,
     metric: Annotated[str, typer.Option(metavar="METRIC", rich_help_panel=GATES, help="The metric --fail-if-worse judges: loss_mean, accuracy_at_1, mrr, ndcg_at_10 or recall_at_K.")] = "loss_mean",
-    fail_if_worse: Annotated[bool, typer.Option("--fail-if-worse", rich_help_panel=GATES, help="Exit 3 when B is significantly worse than A on --metric (its 95% interval excludes 0).")] = False,
+    fail_if_worse: Annotated[bool, typer.Option("--fail-if-worse", metavar="", rich_help_panel=GATES, help="Exit 3 when B is significantly worse than A on --metric (its 95% interval excludes 0).")] = False,
     fmt: FormatOpt = OutputFormat.AUTO,
     output: OutputOpt = None,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Compare two embedding models on the same pairs: A, B and B − A with paired-bootstrap
-    intervals and p-values. Input options (columns, keys, ids) apply to both models."""
+    """Compare two embedding models on the same pairs: A, B and B − A with paired-bootstrap intervals and p-values.
+
+    Input options (columns, keys, ids) apply to both models.
+    """
     options = _options(locals(), "query_a", "pos_a", "query_b", "pos_b", "neg_a", "neg_b")
 
     def build() -> Any:
@@ -453,8 +454,10 @@ def inspect(
     fmt: FormatOpt = OutputFormat.AUTO,
     debug: DebugOpt = False,
 ) -> None:
-    """Shape, dtype, Parquet schema, row norms and NaN/Inf/zero-norm counts of each file;
-    every file is reported, and the exit code is 1 if any could not be read."""
+    """Shape, dtype, Parquet schema, row norms and NaN/Inf/zero-norm counts of each file.
+
+    Every file is reported; the exit code is 1 if any could not be read.
+    """
     from . import io, render
 
     described: list[dict[str, Any]] = []
