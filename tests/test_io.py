@@ -160,9 +160,12 @@ def test_a_bad_row_group_late_in_a_file_is_reported_with_its_rows(tmp_path):
         rows[0:24]
 
 
-@pytest.mark.parametrize("path", ["nowhere/*.parquet", "empty_dir"])
-def test_parquet_sources_that_match_nothing(tmp_path, monkeypatch, path):
+@pytest.mark.parametrize(("path", "message"), [
+    ("nowhere/*.parquet", "no such file, and no file matches it as a pattern"),
+    ("empty_dir", "no Parquet files found in this directory"),
+])
+def test_parquet_sources_that_match_nothing(tmp_path, monkeypatch, path, message):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "empty_dir").mkdir()
-    with pytest.raises(InputError, match=re.escape(f"{path}: no Parquet files found")):
+    with pytest.raises(InputError, match=re.escape(f"{path}: {message}")):
         load_embeddings(path)
