@@ -169,7 +169,7 @@ QueryIdColOpt = Annotated[str | None, typer.Option(metavar="NAME", rich_help_pan
 MultiPositiveOpt = Annotated[MultiPositive, typer.Option(metavar="MODE", rich_help_panel=MASKING, help="ntxent or supcon, for several positives per query: ntxent leaves the other positives out of each pair's denominator (NTXentLoss); supcon keeps them and averages over the query's positives (SupConLoss).")]
 MaskDuplicatesOpt = Annotated[bool, typer.Option("--mask-duplicates", metavar="", rich_help_panel=MASKING, help="Drop candidates bit-identical to the query's positive (else they tie with it).")]
 AllowEmptyOpt = Annotated[bool, typer.Option("--allow-empty", metavar="", rich_help_panel=MASKING, help="Leave queries that masking left with no negative out of the aggregates (else an error).")]
-RecallAtOpt = Annotated[str, typer.Option(metavar="K,K,…", rich_help_panel=REPORT, help="Cut-offs k for recall@k, comma-separated.")]
+RecallAtOpt = Annotated[str, typer.Option(metavar="LIST", rich_help_panel=REPORT, help="Cut-offs k for recall@k, comma-separated.")]
 CiOpt = Annotated[bool, typer.Option("--ci", metavar="", rich_help_panel=REPORT, help="Add bootstrap 95% intervals of the mean loss, accuracy@1 and MRR.")]
 BootstrapOpt = Annotated[int, typer.Option(metavar="INT", rich_help_panel=REPORT, help="Bootstrap resamples.")]
 SeedOpt = Annotated[int, typer.Option(metavar="INT", rich_help_panel=REPORT, help="Seed of the resampling.")]
@@ -314,7 +314,7 @@ def sweep_temperature(
     query: QueryOpt,
     pos: PosOpt,
     neg: NegOpt = None,
-    temperatures: Annotated[str | None, typer.Option(metavar="T,T,…", rich_help_panel=GRID, help="Explicit grid, comma-separated (e.g. 0.01,0.02,0.05); overrides --min/--max/--steps.", show_default=False)] = None,
+    temperatures: Annotated[str | None, typer.Option(metavar="LIST", rich_help_panel=GRID, help="Explicit grid, comma-separated (e.g. 0.01,0.02,0.05); overrides --min/--max/--steps.", show_default=False)] = None,
     minimum: Annotated[float, typer.Option("--min", metavar="FLOAT", rich_help_panel=GRID, help="Smallest grid temperature.")] = 0.01,
     maximum: Annotated[float, typer.Option("--max", metavar="FLOAT", rich_help_panel=GRID, help="Largest grid temperature.")] = 1.0,
     steps: Annotated[int, typer.Option(metavar="INT", rich_help_panel=GRID, help="Number of grid temperatures (2 to 10,000).")] = 50,
@@ -450,7 +450,7 @@ def compare(
 
 @app.command(epilog="Example:\n\n  infonce inspect sample_data/pairs.parquet sample_data/hard_negatives.npy")
 def inspect(
-    files: Annotated[list[str], typer.Argument(metavar="PATH…", help="Embedding files (.npy, .npz, Parquet, Arrow).", show_default=False)],
+    files: Annotated[list[str], typer.Argument(metavar="PATH", help="Embedding files (.npy, .npz, Parquet, Arrow).", show_default=False)],
     fmt: FormatOpt = OutputFormat.AUTO,
     debug: DebugOpt = False,
 ) -> None:

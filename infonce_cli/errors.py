@@ -40,18 +40,43 @@ def arg(name: str) -> str:
     return f"{_MARK}{name}{_MARK}"
 
 
+def with_names(text: str) -> str:
+    """A message with its arguments named as in Python."""
+    return _ARGUMENT.sub(lambda match: match.group(1), text)
+
+
+def with_flags(text: str) -> str:
+    """A message with its arguments named by their command-line flags."""
+    return _ARGUMENT.sub(lambda match: "--" + match.group(1).replace("_", "-"), text)
+
+
+class Note(str):
+    """A note on a result (stderr on the command line, ``notes`` in JSON) that may name
+    arguments with :func:`arg`; ``str()`` names them as in Python.
+
+    >>> note = Note(f"try {arg('mask_duplicates')}")
+    >>> str(note), note.for_command_line()
+    ('try mask_duplicates', 'try --mask-duplicates')
+    """
+
+    def __str__(self) -> str:
+        return with_names(str.__str__(self))
+
+    def for_command_line(self) -> str:
+        return with_flags(str.__str__(self))
+
+
 class InfonceError(Exception):
     """Base class of every error the library raises on purpose."""
 
     exit_code: ExitCode = ExitCode.DATA_ERROR
 
     def __str__(self) -> str:
-        return _ARGUMENT.sub(lambda match: match.group(1), super().__str__())
+        return with_names(super().__str__())
 
     def for_command_line(self) -> str:
         """The message with every argument named by its command-line flag."""
-        return _ARGUMENT.sub(lambda match: "--" + match.group(1).replace("_", "-"),
-                             super().__str__())
+        return with_flags(super().__str__())
 
 
 class InputError(InfonceError):

@@ -28,7 +28,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from .errors import InfonceError, UsageError, arg
+from .errors import InfonceError, Note, UsageError, arg
 from .results import CompareResult, RunInfo, ScoreResult, SweepResult
 
 if TYPE_CHECKING:
@@ -92,7 +92,7 @@ def _fmt(value: float, digits: int = 4) -> str:
 def score_table(result: ScoreResult) -> Table:
     """The aggregate of a score run as a two-column table."""
     run = result.run
-    title = (f"{run.n} pairs · {run.negatives} · {run.similarity} · "
+    title = (f"{run.n} pairs · {_mode(run)} · {run.similarity} · "
              f"τ = {result.temperature:g}{' (fitted)' if result.temperature_fitted else ''}")
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column("metric", style="bold")
@@ -104,7 +104,8 @@ def score_table(result: ScoreResult) -> Table:
                   else f"{result.num_candidates_min}–{result.num_candidates_max}")
     rows = [
         ("loss mean ± std", f"{_fmt(loss.mean)} ± {_fmt(loss.std)}"),
-        ("loss median [p05, p95]", f"{_fmt(loss.median)} [{_fmt(loss.p05)}, {_fmt(loss.p95)}]"),
+        ("loss median [5th, 95th pct]", f"{_fmt(loss.median)} [{_fmt(loss.p05)}, "
+                                        f"{_fmt(loss.p95)}]"),
         ("loss min / max", f"{_fmt(loss.min)} / {_fmt(loss.max)}"),
         ("accuracy@1", _fmt(retrieval.accuracy_at_1)),
         *((f"recall@{k}", _fmt(v)) for k, v in sorted(retrieval.recall_at.items())),
@@ -116,6 +117,8 @@ def score_table(result: ScoreResult) -> Table:
                            f"({_fmt(result.mi_lower_bound_bits)} bits)"),
         *((("masked false negatives", f"{result.masked}"),) if result.masked is not None
           else ()),
+        *((("queries left out", f"{result.skipped}"),) if result.skipped else ()),
+        *_per_query_rows(result),
         *((f"95% interval of {name}", f"[{_fmt(low)}, {_fmt(high)}]")
           for name, (low, high) in (result.intervals or {}).items()),
         ("device / dtype", f"{run.device} / {run.dtype}"),
@@ -124,6 +127,29 @@ def score_table(result: ScoreResult) -> Table:
     for name, value in rows:
         table.add_row(name, value)
     return table
+
+
+def _mode(run: RunInfo) -> str:
+    """The negatives, with the batch size and the symmetric loss when set."""
+    parts = [run.negatives]
+    if run.batch_size is not None:
+        parts.append(f"batches of {run.batch_size}")
+    if run.symmetric:
+        parts.append("symmetric")
+    return ", ".join(parts)
+
+
+def _per_query_rows(result: ScoreResult) -> list[tuple[str, str]]:
+    per_query = result.per_query
+    if per_query is None:
+        return []
+    rows = [(f"queries ({result.multi_positive})", str(per_query.queries)),
+            ("per query: accuracy@1", _fmt(per_query.accuracy_at_1)),
+            ("per query: MRR", _fmt(per_query.mrr)),
+            *((f"per query: recall@{k}", _fmt(v)) for k, v in sorted(per_query.recall_at.items()))]
+    if per_query.loss_mean is not None:
+        rows.append(("per query: loss mean", _fmt(per_query.loss_mean)))
+    return rows
 
 
 def score_report(result: ScoreResult) -> Group:
@@ -145,9 +171,10 @@ def score_report(result: ScoreResult) -> Group:
 
 
 def print_notes(notes: tuple[str, ...] | list[str]) -> None:
-    """Notes about a result, on stderr."""
+    """Notes about a result, on stderr, naming arguments by their flags."""
     for note in notes:
-        stderr_console.print(f"note: {note}", markup=False, soft_wrap=True)
+        text = note.for_command_line() if isinstance(note, Note) else note
+        stderr_console.print(f"note: {text}", markup=False, soft_wrap=True)
 
 
 # ---------------------------------------------------------------- per-sample tables
@@ -261,7 +288,7 @@ def progress(total: int, enabled: bool) -> _Progress:
 def sweep_table(result: SweepResult) -> Table:
     """The loss at each grid temperature, the best grid row in bold."""
     run = result.run
-    table = Table(title=f"{run.n} pairs · {run.negatives} · {run.similarity} · "
+    table = Table(title=f"{run.n} pairs · {_mode(run)} · {run.similarity} · "
                         f"{len(result.rows)} temperatures", title_justify="left")
     for name in ("τ", "loss mean", "loss std", "MI bound (nats)"):
         table.add_column(name, justify="right")

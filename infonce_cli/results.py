@@ -190,7 +190,7 @@ class ScoreResult:
             out["multi_positive"] = self.multi_positive
             out["per_query"] = self.per_query.to_dict()
         out.update(run)
-        out["notes"] = list(self.notes)
+        out["notes"] = [str(note) for note in self.notes]
         return out
 
 
@@ -270,7 +270,7 @@ class SweepResult:
         if self.per_sample_temperature is not None:
             out["per_sample_temperature"] = self.per_sample_temperature
         out.update(run)
-        out["notes"] = list(self.notes)
+        out["notes"] = [str(note) for note in self.notes]
         return out
 
 
@@ -327,5 +327,5 @@ class CompareResult:
             "device": self.run_a.device,
             "dtype": self.run_a.dtype,
             "seconds": self.run_a.seconds + self.run_b.seconds,
-            "notes": list(self.notes),
+            "notes": [str(note) for note in self.notes],
         }

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from .engine import NegativeMode, PerSampleScores
-from .errors import InfonceError, InputError, arg
+from .errors import InfonceError, InputError, Note, arg
 from .metrics import (
     loss_stats,
     mi_lower_bound,
@@ -104,6 +104,8 @@ def summarize_score(
             others_masked=not labels.supcon, recall_at=labels.recall_at,
             loss=loss[keep] if labels.supcon else None)
     bound, ceiling = mi_lower_bound(loss[keep], num_candidates[keep])
+    notes = (*notes, *_scale_notes(bound, ceiling, temperature, run, temperature_fitted),
+             *_tie_notes(per_sample, labels, keep))
     intervals = None
     if labels.resamples:
         low, high = bootstrap_interval(
@@ -192,6 +194,36 @@ def with_per_sample(result: SweepResult, temperature: float, scores: PerSampleSc
         notes = (*notes, f"no finite optimum: the per-sample rows are at the best grid "
                          f"temperature {temperature:g}")
     return replace(result, per_sample=columns, per_sample_temperature=temperature, notes=notes)
+
+
+def _tie_notes(per_sample: PerSampleScores, labels: Labels, keep: Array) -> tuple[str, ...]:
+    """Say how many queries have a candidate scoring exactly as their positive: almost always
+    a bit-identical copy of it, which counts against the rank unless masked."""
+    if labels.masking:
+        return ()
+    hardest = per_sample.hardest_negative_score.detach().cpu().double().numpy()
+    positive = per_sample.positive_score.detach().cpu().double().numpy()
+    tied = int(((hardest == positive) & keep).sum())
+    if not tied:
+        return ()
+    return (Note(f"{_count(tied, 'query has its', 'queries have their')} hardest negative "
+                 "scoring exactly as the positive (a bit-identical copy, most likely), which "
+                 f"counts against the rank; {arg('mask_duplicates')} drops such copies"),)
+
+
+def _scale_notes(bound: float, ceiling: float, temperature: float, run: RunInfo,
+                 fitted: bool) -> tuple[str, ...]:
+    """A hint when the loss is worse than scoring every candidate alike: τ is then usually
+    wrong for the scale of the scores (raw dot products, say)."""
+    if bound >= 0 or fitted:
+        return ()
+    return (Note(f"the mean loss is above log|C| = {ceiling:.3g} nats (the MI lower bound is "
+                 f"{bound:.3g}): τ = {temperature:g} may not suit the scale of the "
+                 f"{run.similarity} scores; try {arg('temperature')} auto or a sweep"),)
+
+
+def _count(number: int, one: str, many: str) -> str:
+    return f"{number} {one if number == 1 else many}"
 
 
 def worst_cases(per_sample: PerSampleScores, labels: Labels) -> tuple[WorstCase, ...]:

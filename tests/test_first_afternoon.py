@@ -1,0 +1,156 @@
+"""What a new user meets on a first afternoon: numbers that are never silently wrong, clear
+refusals, notes that explain a surprising result, help that reads at 80 columns."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from .conftest import run_cli
+
+BASE = ("-q", "queries.npy", "-p", "positives.npy")
+BIN = Path(sys.executable).parent
+
+
+@pytest.mark.parametrize(("args", "line"), [
+    (("--fail-below-accuracy", "71.45"),
+     "error: --fail-below-accuracy is a fraction between 0 and 1 (0.7 for 70%); got 71.45"),
+    (("--fail-below-accuracy", "-1"),
+     "error: --fail-below-accuracy is a fraction between 0 and 1 (0.7 for 70%); got -1"),
+    (("--fail-above", "-0.5"),
+     "error: --fail-above is a mean loss in nats, a number ≥ 0; got -0.5"),
+    (("--worst", "-1"), "error: --worst must be at least 0, got -1"),
+    (("--bootstrap", "0", "--ci"), "error: --bootstrap must be at least 1, got 0"),
+    (("--bootstrap", "50"), "error: --bootstrap sets the resamples of --ci: add --ci"),
+    (("--temperature", "hot"), "error: --temperature: expected a number > 0 or auto, got 'hot'"),
+])
+def test_out_of_range_options_are_usage_errors(data, args, line):
+    result = run_cli("score", *BASE, *args)
+    assert result.exit_code == 2
+    assert result.stderr == line + "\n"
+    assert result.stdout == ""
+
+
+def test_a_huge_grid_is_refused_before_anything_is_allocated(data):
+    result = run_cli("sweep-temperature", *BASE, "--steps", "1000000000")
+    assert result.exit_code == 2
+    assert result.stderr == ("error: --steps must be a whole number from 2 to 10000, got "
+                             "1000000000\n")
+
+
+def test_a_prefix_of_a_command_suggests_it():
+    result = run_cli("sweep", "-q", "q.npy")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: no command 'sweep'; did you mean "
+                                    "'sweep-temperature'?")
+
+
+def test_a_tiny_temperature_is_refused_not_printed_as_null(data):
+    scored = run_cli("score", *BASE, "-t", "1e-40", "--format", "json")
+    assert scored.exit_code == 1
+    assert scored.stdout == ""
+    assert re.fullmatch(r"error: the loss is not finite at temperature 1e-40 for \d+ pairs "
+                        r"\(first: row \d+\): the logits overflow float32; use a larger "
+                        r"temperature, --dtype float64, or rescale the vectors\n", scored.stderr)
+    swept = run_cli("sweep-temperature", *BASE, "--temperatures", "1e-40,0.05", "--format", "json")
+    assert swept.exit_code == 1
+    assert swept.stderr.startswith("error: the loss is not finite at temperature 1e-40")
+
+
+def test_overflowing_dot_products_are_refused(data):
+    big = np.load("queries.npy").astype(np.float32) * np.float32(1e20)
+    np.save("big.npy", big)
+    result = run_cli("score", "-q", "big.npy", "-p", "big.npy", "-s", "dot", "--format", "json")
+    assert result.exit_code == 1
+    assert "null" not in result.stdout
+    assert result.stderr.startswith("error: the loss is not finite at temperature 0.05")
+    in_float64 = run_cli("score", "-q", "big.npy", "-p", "big.npy", "-s", "dot", "--dtype",
+                         "float64", "-t", "1e40", "--format", "json")
+    assert in_float64.exit_code == 0, in_float64.stderr
+    assert np.isfinite(json.loads(in_float64.stdout)["loss"]["mean"])
+
+
+def test_copies_of_the_positive_among_the_negatives_are_pointed_out(data):
+    result = run_cli("score", *BASE, "--neg", "positives.npy", "--format", "json")
+    assert result.exit_code == 0
+    out = json.loads(result.stdout)
+    run_cli("score", *BASE, "--neg", "positives.npy", "--per-sample", "rows.jsonl")
+    rows = [json.loads(line) for line in Path("rows.jsonl").read_text().splitlines()]
+    tied = sum(row["hardest_negative_score"] == row["positive_score"] for row in rows)
+    assert tied > 300
+    notes = [note for note in out["notes"] if "scoring exactly as the positive" in note]
+    assert notes == [f"{tied} queries have their hardest negative scoring exactly as the "
+                     "positive (a bit-identical copy, most likely), which counts against the "
+                     "rank; mask_duplicates drops such copies"]
+    assert out["accuracy_at_1"] == 0.0
+    assert f"note: {tied} queries have their hardest negative" in result.stderr
+    assert "--mask-duplicates drops such copies" in result.stderr
+    masked = json.loads(run_cli("score", *BASE, "--neg", "positives.npy", "--mask-duplicates",
+                                "--format", "json").stdout)
+    assert masked["accuracy_at_1"] > 0.5
+    assert not [note for note in masked["notes"] if "exactly as the positive" in note]
+
+
+def test_a_temperature_unsuited_to_the_score_scale_is_pointed_out(data):
+    result = run_cli("score", *BASE, "-s", "dot", "--format", "json")
+    out = json.loads(result.stdout)
+    assert out["mi_lower_bound_nats"] < 0
+    assert any("may not suit the scale of the dot scores" in note for note in out["notes"])
+    assert "try --temperature auto" in result.stderr
+    fitted = json.loads(run_cli("score", *BASE, "-s", "dot", "-t", "auto", "--format",
+                                "json").stdout)
+    assert not any("may not suit" in note for note in fitted["notes"])
+
+
+def test_the_table_shows_what_json_has(data):
+    np.save("qids.npy", np.arange(400) // 2)
+    result = run_cli("score", *BASE, "--query-ids", "qids.npy", "--multi-positive", "supcon",
+                     "--batch-size", "100", "--format", "table")
+    assert result.exit_code == 0, result.stderr
+    text = result.stdout
+    assert "in-batch, batches of 100" in text
+    assert "queries (supcon)" in text
+    assert "per query: loss mean" in text
+    assert "loss median [5th, 95th pct]" in text
+
+
+def test_a_file_name_with_a_newline_gives_one_error_line(data):
+    result = run_cli("score", "-q", "bad\nname.npy", "-p", "positives.npy")
+    assert result.exit_code == 1
+    assert result.stderr.count("\n") == 1
+    assert "bad\\nname.npy" in result.stderr
+
+
+def test_a_closed_stdout_ends_the_run_quietly(tmp_path):
+    sample = Path(__file__).resolve().parent.parent / "sample_data"
+    command = (f"{BIN}/infonce score -q {sample}/queries.npy -p {sample}/positives.npy "
+               "--per-sample - --quiet | head -2")
+    result = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True,
+                            text=True, timeout=120, cwd=tmp_path)
+    assert len(result.stdout.splitlines()) == 2
+    assert result.returncode in (0, 141)
+    assert "error" not in result.stderr
+    assert "Exception" not in result.stderr
+
+
+@pytest.mark.parametrize("command", ["score", "sweep-temperature", "compare", "inspect"])
+def test_help_reads_at_80_columns(command):
+    result = subprocess.run([f"{BIN}/infonce", command, "--help"], capture_output=True,
+                            text=True, timeout=60, env={**os.environ, "COLUMNS": "80"})
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert "…" not in result.stdout  # nothing cut
+    assert "<bool>" not in result.stdout.replace("--help        <bool>", "")
+    assert "Example" in result.stdout
+    for option in re.findall(r"--[a-z0-9-]+", result.stdout):
+        assert not option.endswith("-")
+    if command == "sweep-temperature":
+        assert "infonce-cli[plot]" in result.stdout
