@@ -36,8 +36,8 @@ class TablePart:
             raise
         except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, …
             self.close()
-            raise InputError(f"{self.name}: not a readable {source.format} file "
-                             f"({first_line(exc)})") from None
+            noun = "Parquet file" if source.format is Format.PARQUET else str(source.format)
+            raise InputError(f"{self.name}: not a readable {noun} ({first_line(exc)})") from None
         if self.source.format is Format.ARROW_FILE:
             self.close()  # rows were counted through a memory map; data is read unmapped
 
