@@ -179,9 +179,12 @@ class Grid:
                 raise UsageError(f"{arg('temperatures')}: at most {MAX_STEPS} temperatures, "
                                  f"got {len(values)}")
             for value in values:
-                if not (value > 0 and math.isfinite(value)):
-                    raise UsageError(f"{arg('temperatures')}: every temperature must be a "
-                                     f"finite number > 0, got {value:g}")
+                if not value > 0:
+                    raise UsageError(f"{arg('temperatures')}: every temperature must be > 0, "
+                                     f"got {value:g}")
+                if not math.isfinite(value):
+                    raise UsageError(f"{arg('temperatures')}: every temperature must be "
+                                     f"finite, got {value:g}")
             object.__setattr__(self, "temperatures", tuple(sorted(set(values))))
             return
         if not (self.min > 0 and math.isfinite(self.min) and math.isfinite(self.max)):
@@ -189,9 +192,10 @@ class Grid:
         if not self.min < self.max:
             raise UsageError(f"{arg('min')} ({self.min:g}) must be below {arg('max')} "
                              f"({self.max:g})")
-        if not _whole(self.steps, 2) or self.steps > MAX_STEPS:
-            raise UsageError(f"{arg('steps')} must be a whole number from 2 to {MAX_STEPS}, got "
-                             f"{self.steps}")
+        if not _whole(self.steps, 2):
+            raise UsageError(f"{arg('steps')} must be at least 2, got {self.steps}")
+        if self.steps > MAX_STEPS:
+            raise UsageError(f"{arg('steps')} must be at most {MAX_STEPS}, got {self.steps}")
 
 
 @dataclass(frozen=True)

@@ -193,8 +193,7 @@ ERRORS = [
     (("-q", "empty.npy", "-p", "positives.npy"), 1,
      "error: empty.npy: empty array of shape (0, 384)"),
     (("-q", "garbage.npy", "-p", "positives.npy"), 1,
-     "error: garbage.npy: not a valid .npy file (the magic string is not correct; expected "
-     "b'\\x93NUMPY', got b'not an')"),
+     "error: garbage.npy: not a valid .npy file (its first bytes are not the .npy signature)"),
     (("-q", "bad.parquet", "-p", "positives.npy"), 1,
      "error: bad.parquet: not a readable Parquet file"),
     (("-q", "ragged.parquet", "-p", "positives.npy"), 1,
@@ -204,7 +203,8 @@ ERRORS = [
     (("-q", "two.parquet", "-p", "positives.npy"), 1,
      "error: two.parquet: 2 list columns (a, b); choose one with the matching --*-col option"),
     (("-q", "pairs.parquet", "--query-col", "nope", "-p", "positives.npy"), 1,
-     "error: pairs.parquet: no column 'nope'; columns: id, query, positive"),
+     "error: pairs.parquet: no column 'nope'; columns: id (string), query "
+     "(fixed_size_list<element: float>[384]), positive (fixed_size_list<element: float>[384])"),
     (("-q", "queries.npy", "-p", "positives.npy", "-t", "0"), 2,
      "error: --temperature must be > 0, got 0"),
     (("-q", "queries.npy", "-p", "positives.npy", "-t", "-1"), 2,
@@ -221,7 +221,7 @@ ERRORS = [
     (("-q", "queries.npy", "-p", "positives.npy", "--max-memory", "lots"), 2,
      "error: --max-memory: cannot read 'lots'; use e.g. 512MiB or 2GB"),
     (("-q", "queries.npy", "-p", "positives.npy", "--output", "queries.npy"), 2,
-     "error: queries.npy: is also an input file; choose another output path"),
+     "error: --output queries.npy is also an input file; choose another path"),
     (("-q", "queries.npy", "-p", "positives.npy", "--output", "no/such/dir/out.json"), 1,
      "error: no/such/dir/out.json: directory 'no/such/dir' does not exist"),
     (("-q", "queries.npy", "-p", "positives.npy", "--per-sample", "rows.txt"), 2,

@@ -41,8 +41,7 @@ def test_out_of_range_options_are_usage_errors(data, args, line):
 def test_a_huge_grid_is_refused_before_anything_is_allocated(data):
     result = run_cli("sweep-temperature", *BASE, "--steps", "1000000000")
     assert result.exit_code == 2
-    assert result.stderr == ("error: --steps must be a whole number from 2 to 10000, got "
-                             "1000000000\n")
+    assert result.stderr == "error: --steps must be at most 10000, got 1000000000\n"
 
 
 def test_a_prefix_of_a_command_suggests_it():
