@@ -28,7 +28,6 @@ from infonce_cli.sweep import (
     temperature_grid,
 )
 
-from .test_cli import data  # noqa: F401  (fixture)
 
 SWEEP_KEYS = {"rows", "best_grid", "optimum", "accuracy_at_1", "mrr", "n", "similarity",
               "negatives", "seconds"}
