@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from infonce_cli.cli import app
@@ -18,6 +19,7 @@ from infonce_cli.errors import ExitCode
 from .conftest import SAMPLE
 
 
+@pytest.mark.slow
 def test_sigint_exits_130_and_leaves_no_output(tmp_path):
     rng = np.random.default_rng(0)
     query = rng.normal(size=(30000, 64)).astype(np.float32)

@@ -5,7 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from .conftest import ROOT
+
+pytestmark = pytest.mark.slow  # subprocesses and large inputs: left out by -m "not slow"
 
 
 def test_ruff():

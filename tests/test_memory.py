@@ -11,6 +11,8 @@ import pytest
 
 from .conftest import ROOT
 
+pytestmark = pytest.mark.slow  # subprocesses and large inputs: left out by -m "not slow"
+
 MiB = 2**20
 
 
