@@ -54,7 +54,7 @@ from .summaries import (
     summarize_sweep,
     with_per_sample,
 )
-from .sweep import prepare_passes, score_at_optimum, sweep_passes, temperature_grid
+from .temperature import prepare_passes, score_at_optimum, sweep_passes, temperature_grid
 
 Array = np.ndarray[Any, Any]
 Progress = Callable[[int], AbstractContextManager[Callable[[int], None]]]

@@ -20,7 +20,7 @@ from infonce_cli.optimum import (
     interpolated_root,
     slope_interpolant,
 )
-from infonce_cli.sweep import (
+from infonce_cli.temperature import (
     NO_OPTIMUM_COLD,
     NO_OPTIMUM_HOT,
     RELATIVE_PRECISION,
