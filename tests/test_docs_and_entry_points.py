@@ -52,8 +52,9 @@ def test_readme_command_runs(tmp_path, command):
         assert json.loads(result.stdout)["n"] > 0
 
 
-def test_readme_python_example_runs():
-    (example,) = _readme_blocks("python")
+@pytest.mark.parametrize("example", _readme_blocks("python"))
+def test_readme_python_example_runs(example, monkeypatch):
+    monkeypatch.chdir(ROOT)
     exec(compile(example, "README.md", "exec"), {})
 
 
