@@ -153,3 +153,50 @@ def test_help_reads_at_80_columns(command):
         assert not option.endswith("-")
     if command == "sweep-temperature":
         assert "infonce-cli[plot]" in result.stdout
+
+
+def test_inspect_reports_every_file_and_fails_if_any_is_bad(data):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"vec": pa.array([[1.0, 2.0], [3.0, 4.0]]),
+                             "labels": pa.array([[1, 2, 3], [4, 5, 6]])}), "mixed.parquet")
+    result = run_cli("inspect", "queries.npy", "missing.npy", "mixed.parquet", "--format", "json")
+    assert result.exit_code == 1
+    assert result.stderr == "error: missing.npy: no such file\n"
+    files = json.loads(result.stdout)["files"]
+    assert [info["file"] for info in files] == ["queries.npy", "mixed.parquet"]
+    arrays = {array["name"]: array for array in files[1]["arrays"]}
+    assert arrays["labels"]["dtype"] == "int64"
+    assert arrays["vec"]["norm_max"] == pytest.approx(5.0)
+
+
+def test_paired_negative_ids_as_a_parquet_list_column(data):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(0)
+    neg_ids = rng.integers(0, 150, (400, 7))
+    pos_ids = np.arange(400) % 150
+    np.save("pos_ids.npy", pos_ids)
+    np.save("neg_ids.npy", neg_ids)
+    negatives = np.load("hard_negatives.npy")
+    pq.write_table(pa.table({"negs": pa.array([[list(v) for v in row] for row in negatives]),
+                             "neg_id": pa.array(list(neg_ids))}), "negs.parquet")
+    from_column = run_cli("score", *BASE, "--neg", "negs.parquet", "--neg-col", "negs",
+                          "--neg-id-col", "neg_id", "--pos-ids", "pos_ids.npy", "--format",
+                          "json")
+    assert from_column.exit_code == 0, from_column.stderr
+    from_file = run_cli("score", *BASE, "--neg", "hard_negatives.npy", "--neg-ids",
+                        "neg_ids.npy", "--pos-ids", "pos_ids.npy", "--format", "json")
+    out = json.loads(from_column.stdout)
+    assert out["masked"] == int((neg_ids == pos_ids[:, None]).sum()) > 0
+    assert out["loss"] == json.loads(from_file.stdout)["loss"]
+
+
+def test_shell_completion_is_offered():
+    result = subprocess.run([f"{BIN}/infonce", "--show-completion", "bash"], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0
+    assert "_infonce_completion" in result.stdout
+    assert "--install-completion" in run_cli("--help").stdout
