@@ -107,7 +107,7 @@ def _command(build: Callable[[], Any], run: Callable[[Any], Any],
         _silence_stdout()
         raise typer.Exit(141) from None
     except InfonceError as exc:
-        _fail(exc.for_command_line(), exc.exit_code, debug)
+        _fail(_message(exc), exc.exit_code, debug)
     except KeyboardInterrupt:
         _fail("interrupted", ExitCode.INTERRUPTED, debug)
     except MemoryError:
@@ -123,6 +123,11 @@ def _fail(message: str, code: ExitCode, debug: bool) -> None:
         traceback.print_exc()
     print(f"error: {_one_line(message)}", file=sys.stderr)
     raise typer.Exit(int(code))
+
+
+def _message(exc: InfonceError) -> str:
+    """A library error as the command line says it: arguments named by their flags."""
+    return exc.for_command_line()
 
 
 def _one_line(message: str) -> str:
@@ -468,9 +473,9 @@ def inspect(
         for path in files:
             try:
                 described.append(io.describe_file(path))
-            except InfonceError as exc:
+            except InfonceError as exc:  # reported, and the next file described
                 failed += 1
-                print(f"error: {_one_line(exc.for_command_line())}", file=sys.stderr)
+                print(f"error: {_one_line(_message(exc))}", file=sys.stderr)
 
     def show(_: Any) -> None:
         render.emit(render.inspect_output(described, _format(fmt, None)), None)

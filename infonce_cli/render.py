@@ -222,24 +222,33 @@ def inspect_table(info: Mapping[str, Any]) -> Table:
     title = str(info["file"])
     if "rows" in info:
         title += f" · Parquet, {info['rows']} rows in {info['row_groups']} row groups"
-    table = Table(title=title, title_justify="left")
-    for name in ("array", "shape", "dtype", "norm min", "norm mean", "norm max", "NaN/Inf rows",
-                 "zero-norm rows"):
-        table.add_column(name, justify="left" if name in ("array", "dtype") else "right")
+    table = Table(title=title, title_justify="left", caption=_columns(info) or None,
+                  caption_justify="left")
+    # The array, its shape and dtype are never cut; the statistics wrap first.
+    table.add_column("array", no_wrap=True)
+    table.add_column("shape", justify="right", no_wrap=True)
+    table.add_column("dtype", no_wrap=True)
+    table.add_column("row norm min / mean / max", justify="right", overflow="fold")
+    table.add_column("NaN/Inf rows", justify="right", overflow="fold")
+    table.add_column("zero-norm rows", justify="right", overflow="fold")
     for array in info["arrays"]:
+        norms = " / ".join(_fmt(array.get(key, math.nan), 3)
+                           for key in ("norm_min", "norm_mean", "norm_max"))
         table.add_row(
             array["name"] or "—",
             "×".join(str(x) for x in array["shape"]),
             array["dtype"],
-            _fmt(array.get("norm_min", math.nan)),
-            _fmt(array.get("norm_mean", math.nan)),
-            _fmt(array.get("norm_max", math.nan)),
+            norms if "norm_min" in array else "—",
             str(array.get("non_finite_rows", "—")),
             str(array.get("zero_norm_rows", "—")),
         )
-    if "columns" in info:
-        table.caption = "columns: " + ", ".join(f"{k} {v}" for k, v in info["columns"].items())
     return table
+
+
+def _columns(info: Mapping[str, Any]) -> str:
+    if "columns" not in info:
+        return ""
+    return "columns: " + ", ".join(f"{k} {v}" for k, v in info["columns"].items())
 
 
 class _Progress:
