@@ -368,4 +368,5 @@ def _wait_settings() -> tuple[Callable[[str], None] | None, float]:
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message, for the end of a one-line error."""
     text = str(exc).strip().splitlines()
-    return printable(text[0]) if text else type(exc).__name__
+    line = printable(" ".join(text[0].split())) if text else type(exc).__name__
+    return line if len(line) <= 200 else line[:199] + "…"

@@ -32,6 +32,7 @@ class TablePart:
         self._batches: list[Any] | None = None
         try:
             self.schema, self.chunk_rows = self._layout()
+            self.columns = {field.name: str(field.type) for field in self.schema}
         except InputError:
             raise
         except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, …
@@ -85,11 +86,16 @@ class TablePart:
         """One chunk of one column, as a single Arrow array."""
         try:
             if self._batches is not None:
-                return self._batches[index].column(column)
-            if self.source.format is Format.PARQUET:
+                array = self._batches[index].column(column)
+            elif self.source.format is Format.PARQUET:
                 table = self._open().read_row_group(index, columns=[column])
-                return table.column(column).combine_chunks()
-            return self._open().get_batch(index).column(column)
+                array = table.column(column).combine_chunks()
+            else:
+                array = self._open().get_batch(index).column(column)
+            # A damaged file can hold offsets that point anywhere; pyarrow aborts the
+            # process on some of them, so every array is checked before it is used.
+            array.validate(full=True)
+            return array
         except Exception as exc:
             raise InputError(f"{self.name}: cannot read {self.chunk_kind} {index} of column "
                              f"{printable(repr(column))} ({first_line(exc)})") from None

@@ -167,6 +167,58 @@ def build(root: Path) -> list[Case]:
     cases.append(Case("unreadable.npy", ("-q", unreadable, "-p", "p.npy"), 1, unreadable,
                       needs_non_root=True))
 
+    # ---- Arrow IPC and formats read from the first bytes
+    def arrow(name: str, table: pa.Table, stream: bool = False) -> str:
+        with pa.OSFile(str(root / name), "wb") as sink:
+            opened = pa.ipc.new_stream if stream else pa.ipc.new_file
+            with opened(sink, table.schema) as writer:
+                writer.write_table(table)
+        return name
+
+    vectors = pa.table({"v": _list_column(good)})
+    arrow_bytes = (root / arrow("good.arrow", vectors)).read_bytes()
+    (root / "truncated.arrow").write_bytes(arrow_bytes[:len(arrow_bytes) // 2])
+    bad_query("truncated.arrow")
+    (root / "garbage.arrow").write_bytes(b"ARROW1\x00\x00" + b"\x07" * 64)
+    bad_query("garbage.arrow")
+    bad_query(arrow("int_lists.arrows", pa.table({"v": pa.array([[1, 2], [3, 4]])}),
+                    stream=True))
+    stream_bytes = (root / arrow("good.arrows", vectors, stream=True)).read_bytes()
+    (root / "truncated.arrows").write_bytes(stream_bytes[:len(stream_bytes) // 2])
+    bad_query("truncated.arrows")
+    bad_query(parquet("parquet_named.npy", pa.table({"v": pa.array([["a", "b"], ["c", "d"]])})))
+    with open(root / "npy_named.parquet", "wb") as handle:
+        np.save(handle, np.ones((N, D), dtype=np.int64))
+    bad_query("npy_named.parquet", "npy_named.parquet: expected a float array")
+
+    # ---- names: devices, links, control characters, patterns
+    for device in ("/dev/zero", "/dev/urandom"):
+        if os.path.exists(device):
+            bad_query(device, f"{device}: is a character device")
+    os.symlink("/dev/zero", root / "zero.npy")
+    bad_query("zero.npy", "zero.npy: is a character device")
+    os.symlink("loop_b.npy", root / "loop_a.npy")
+    os.symlink("loop_a.npy", root / "loop_b.npy")
+    bad_query("loop_a.npy", "loop_a.npy: symbolic link loop")
+    os.symlink("gone.npy", root / "dangling.npy")
+    bad_query("dangling.npy", "dangling.npy: no such file")
+    integers = np.ones((N, D), dtype=np.int64)
+    bad_query(save("new\nline.npy", integers), "new\\nline.npy: expected")
+    bad_query(save("esc\x1b[31m.npy", integers), "esc\\x1b[31m.npy: expected")
+    bad_query("q.npy/x.npy", "q.npy/x.npy: a part of the path is not a directory")
+    cases.append(Case("a name too long", ("-q", "x" * 300 + ".npy", "-p", "p.npy"), 1,
+                      "file name too long"))
+    # A name that exists is that file, never a pattern, even beside the file it would match.
+    np.save(root / "q1.npy", good)
+    bad_query(save("q[1].npy", integers), "q[1].npy: expected")
+    parquet("b1.parquet", vectors)
+    bad_query(parquet("b[1].parquet", pa.table({"v": pa.array([[1, 2]] * N)})), "b[1].parquet")
+    bad_query("nothing-*.parquet", "nothing-*.parquet: no such file, and no file matches it")
+    cases.append(Case("a pattern matching .npy files",
+                      ("-q", save("glob_of_npy1.npy", good)[:-5] + "*.npy", "-p", "p.npy"), 1,
+                      "glob_of_npy1.npy: holds .npy data"))
+    cases.append(Case("empty stdin", ("-q", "-", "-p", "p.npy"), 1, "<stdin>: empty input"))
+
     # ---- inconsistent inputs
     cases.append(Case("N mismatch", ("-q", "q.npy", "-p", save("short.npy", good[:-1])), 1,
                       "short.npy"))
@@ -189,7 +241,35 @@ def build(root: Path) -> list[Case]:
              "missing/out.json"),
         Case("per-sample in a missing directory", (*base, "--per-sample", "missing/r.csv"), 1,
              "missing/r.csv", outputs=("missing",)),
+        Case("output onto an id file", (*base, "--pos-ids", save("ids.npy", np.arange(N)),
+                                        "--output", "ids.npy"), 2, "--output ids.npy"),
+        Case("two outputs naming one file", (*base, "--output", "s.jsonl", "--per-sample",
+                                             "s.jsonl"), 2, "name the same file s.jsonl"),
+        Case("two outputs naming one file twice", (*base, "--output", "t.jsonl",
+                                                   "--per-sample", "./t.jsonl"), 2,
+             "name the same file t.jsonl"),
+        Case("output linked to an input", (*base, "--output", "out_link.json"), 2,
+             "out_link.json is also an input file (q.npy)"),
+        Case("output is a directory", (*base, "--output", "a_directory"), 1,
+             "a_directory: is a directory"),
+        Case("output is a symbolic link loop", (*base, "--output", "loop_a.npy"), 1,
+             "loop_a.npy: symbolic link loop"),
+        Case("per-sample would join the input pattern",
+             ("-q", "qparts-*.parquet", "-p", "p.npy", "--per-sample", "qparts-9.parquet"), 2,
+             "qparts-9.parquet matches the input pattern"),
+        # A named pipe or /dev/null is a fine output: the bad input is what is refused,
+        # and the pipe stays a pipe.
+        Case("bad input, output to a named pipe", ("-q", "ints.npy", "-p", "p.npy", "--output",
+                                                   "out.pipe"), 1, "ints.npy"),
+        Case("bad input, output to /dev/null", ("-q", "ints.npy", "-p", "p.npy", "--output",
+                                                "/dev/null"), 1, "ints.npy"),
     ]
+    os.symlink("q.npy", root / "out_link.json")
+    parquet("qparts-1.parquet", vectors)
+    os.mkfifo(root / "out.pipe")
+    if os.path.exists("/dev/full"):
+        cases.append(Case("output onto a full device", (*base, "--output", "/dev/full"), 1,
+                          "/dev/full: cannot write (No space left on device)"))
     return cases
 
 
