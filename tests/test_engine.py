@@ -187,3 +187,94 @@ def test_fortran_order_and_big_endian_inputs_give_the_same_result(rng):
     odd = score_embeddings(np.asfortranarray(query), positive.astype(">f4"),
                            paired.astype(">f4")).loss
     np.testing.assert_array_equal(odd.numpy(), base.numpy())
+
+
+# Block planning: a pure function of the shapes, the device type and the budget.
+
+PLAN_SIZES = [(1, 8), (37, 12), (5000, 384), (100_000, 768)]
+
+
+@pytest.mark.parametrize("max_memory", [2**12, 2**20, 2**24, 2**29, 2**34])
+@pytest.mark.parametrize("batch_size", [None, 100, 1000])
+@pytest.mark.parametrize("mode", [NegativeMode.IN_BATCH, NegativeMode.SHARED,
+                                  NegativeMode.IN_BATCH_PAIRED])
+def test_cpu_blocks_stay_within_the_cache_sized_block_and_the_budget(mode, batch_size,
+                                                                     max_memory):
+    for n, dim in PLAN_SIZES:
+        plan = engine.plan_blocks(n, dim, mode, 5, "cpu", max_memory, batch_size)
+        scores = plan.query_block * plan.candidate_block
+        # 12 working bytes a score, within 16 MiB and the budget (but never below 64 × 64)
+        assert scores * 12 <= max(min(max_memory, 16 * 2**20), 12 * 64 * 64)
+        assert 1 <= plan.query_block <= min(n, batch_size or n, 512)
+        assert 64 <= plan.candidate_block <= 4096
+        if plan.candidate_block > 256:
+            assert plan.candidate_block % 256 == 0  # round shapes for the matrix product
+
+
+@pytest.mark.parametrize("max_memory", [2**12, 2**20, 2**24, 2**29, 2**34])
+def test_gpu_blocks_are_sized_by_the_budget(max_memory):
+    for n, dim in PLAN_SIZES:
+        gpu = engine.plan_blocks(n, dim, NegativeMode.IN_BATCH, 0, "cuda", max_memory, None)
+        cpu = engine.plan_blocks(n, dim, NegativeMode.IN_BATCH, 0, "cpu", max_memory, None)
+        assert gpu.query_block * gpu.candidate_block * 24 <= max(max_memory, 24 * 64 * 64)
+        assert gpu.query_block <= min(n, 4096)
+        assert 64 <= gpu.candidate_block <= 16384
+        if gpu.candidate_block > 256:
+            assert gpu.candidate_block % 256 == 0
+        if max_memory >= 2**25:  # 24 bytes a score on a GPU, 12 on the CPU
+            assert gpu.query_block * gpu.candidate_block >= cpu.query_block * cpu.candidate_block
+
+
+def test_blocks_are_as_large_as_allowed_when_the_budget_is_ample():
+    cpu = engine.plan_blocks(100_000, 384, NegativeMode.IN_BATCH, 0, "cpu", 2**34, None)
+    gpu = engine.plan_blocks(100_000, 384, NegativeMode.IN_BATCH, 0, "cuda", 2**34, None)
+    assert (cpu.query_block, cpu.candidate_block) == (512, 2560)  # 16 MiB of 12-byte scores
+    assert cpu.query_block * cpu.candidate_block * 12 <= 16 * 2**20
+    assert (gpu.query_block, gpu.candidate_block) == (4096, 16384)
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+@pytest.mark.parametrize("max_memory", [2**12, 2**20, 2**29])
+@pytest.mark.parametrize(("n", "per_row", "dim"), [(37, 5, 12), (100_000, 16, 768),
+                                                   (50_000, 1000, 384)])
+def test_paired_blocks_hold_whole_rows_of_negatives_within_the_budget(device, max_memory, n,
+                                                                      per_row, dim):
+    plan = engine.plan_blocks(n, dim, NegativeMode.PAIRED, per_row, device, max_memory, None)
+    assert plan.candidate_block == 0  # a query's negatives come with its block
+    assert 1 <= plan.query_block <= n
+    budget = max_memory if device == "cuda" else min(max_memory, 16 * 2**20)
+    per_score = 24 if device == "cuda" else 12
+    if plan.query_block > 1:
+        assert plan.query_block * per_row * (dim + per_score) * 4 <= budget
+
+
+def test_a_pass_uses_its_plan():
+    rows = np.zeros((3000, 64), dtype=np.float32)
+    options = EngineOptions(max_memory=2**20, batch_size=1000)
+    one = engine.SimilarityPass(rows, rows, None, NegativeMode.IN_BATCH, options)
+    plan = engine.plan_blocks(3000, 64, NegativeMode.IN_BATCH, 0, "cpu", 2**20, 1000)
+    assert (one.query_block, one.candidate_block) == (plan.query_block, plan.candidate_block)
+    assert one.num_scores == 3000 * 1000
+    assert one.score_bytes == 3000 * 1000 * 4
+    wide = engine.SimilarityPass(rows, rows, None, NegativeMode.IN_BATCH,
+                                 EngineOptions(dtype=torch.float64, batch_size=1000))
+    assert wide.score_bytes == 3000 * 1000 * 8
+
+
+# Process-wide settings are the caller's.
+
+@pytest.mark.parametrize("callers", [True, False])
+def test_the_callers_denormal_setting_survives_a_score(rng, callers):
+    query, positive, paired, _ = _data(rng)
+    previous = engine.flushes_denormals()
+    try:
+        if not torch.set_flush_denormal(callers) and callers:
+            pytest.skip("this CPU cannot flush denormals")
+        assert engine.flushes_denormals() is callers
+        score_embeddings(query, positive)
+        score_embeddings(query, positive, paired)
+        assert engine.flushes_denormals() is callers
+        smallest_normal = torch.tensor(torch.finfo(torch.float32).tiny)
+        assert (smallest_normal / 2 == 0).item() is callers
+    finally:
+        torch.set_flush_denormal(previous)
