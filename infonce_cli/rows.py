@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .errors import UsageError
-from .similarity import Similarity, prepare_rows
+from .similarity import Similarity, prepare_rows, rows_for_dtype
 
 
 class RowSource(Protocol):
@@ -69,8 +69,11 @@ class RowReader:
                 # Read-only maps, big-endian or Fortran-ordered arrays: a private copy.
                 block = np.array(block, dtype=block.dtype.newbyteorder("="), order="C")
             block = torch.from_numpy(block)
+            block = rows_for_dtype(block, self.dtype, self.similarity)
             if self.device.type == "cuda":
                 block = block.pin_memory()  # so the copy below runs asynchronously
+        else:
+            block = rows_for_dtype(block, self.dtype, self.similarity)
         return block.to(device=self.device, dtype=self.dtype, non_blocking=True)
 
     def block(self, source: Rows, start: int, stop: int, *, matrix: bool = True) -> RowBlock:

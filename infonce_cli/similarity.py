@@ -4,11 +4,17 @@ Each similarity is split into a per-row preparation (``prepare_rows``, applied
 once to every block read) and a score between prepared rows, so that a block of
 candidates is normalised once and then compared with many queries. The scores of
 a query against many candidates (``pairwise``) and against one candidate per row
-(``rowwise``) are computed the same way, up to the order of the float additions.
+(``paired``) are computed the same way, up to the order of the float additions.
+
+Cosine is safe at any magnitude: a row whose norm would overflow, or whose squares
+would underflow (or be flushed to zero as denormals), is first multiplied by a power
+of two. That is exact, so it changes no bit of the result for any row whose norm
+could be taken directly; such rows are found from the norms, at no extra pass.
 """
 
 from __future__ import annotations
 
+import math
 from enum import StrEnum
 
 import torch
@@ -29,11 +35,40 @@ def prepare_rows(rows: torch.Tensor, similarity: Similarity) -> torch.Tensor:
 
     >>> prepare_rows(torch.tensor([[3.0, 4.0]]), Similarity.COSINE)
     tensor([[0.6000, 0.8000]])
+    >>> prepare_rows(torch.tensor([[3e-30, 4e-30]]), Similarity.COSINE)  # squares underflow
+    tensor([[0.6000, 0.8000]])
     """
     if similarity is Similarity.COSINE:
         norms: torch.Tensor = torch.linalg.vector_norm(rows, dim=-1, keepdim=True)
+        unsafe = _unsafe_norms(norms, rows)
+        if unsafe is not None:
+            rows = _scaled_by_powers_of_two(rows, unsafe)
+            norms = torch.linalg.vector_norm(rows, dim=-1, keepdim=True)
         return rows / norms
     return rows
+
+
+def rows_for_dtype(rows: torch.Tensor, dtype: torch.dtype, similarity: Similarity) -> torch.Tensor:
+    """Rows ready to be cast to a narrower ``dtype`` without overflowing or vanishing: for
+    cosine, each row whose largest magnitude lies outside the normal range of ``dtype`` is
+    multiplied, in its own precision, by a power of two (which leaves its cosine unchanged).
+    Other rows, other similarities and casts that do not narrow are left as they are.
+
+    >>> rows = torch.tensor([[3e39, 4e39]], dtype=torch.float64)
+    >>> rows_for_dtype(rows, torch.float32, Similarity.COSINE).to(torch.float32)
+    tensor([[0.5510, 0.7347]])
+    """
+    if similarity is not Similarity.COSINE or not rows.is_floating_point():
+        return rows
+    limits, given = torch.finfo(dtype), torch.finfo(rows.dtype)
+    if limits.max >= given.max and limits.tiny <= given.tiny:
+        return rows  # every value of the rows' dtype is a normal value of the new one
+    lowest, highest = torch.aminmax(rows.detach(), dim=-1, keepdim=True)
+    peak = torch.maximum(highest, -lowest)
+    unsafe = (peak > limits.max / 2) | (peak < limits.tiny / limits.eps)
+    if not bool(unsafe.any()):
+        return rows
+    return _scaled_by_powers_of_two(rows, unsafe)
 
 
 def pairwise(
@@ -76,13 +111,46 @@ def paired(
     tensor([[1., 0.]])
     """
     dtype = reduction_dtype(queries.dtype)
-    scores = (candidates * queries.unsqueeze(1)).sum(dim=-1, dtype=dtype)
     if similarity is Similarity.COSINE:
         norms: torch.Tensor = torch.linalg.vector_norm(candidates, dim=-1, dtype=dtype)
-        return scores / norms
+        unsafe = _unsafe_norms(norms, candidates)
+        if unsafe is not None:
+            candidates = _scaled_by_powers_of_two(candidates, unsafe[..., None])
+            norms = torch.linalg.vector_norm(candidates, dim=-1, dtype=dtype)
+        return (candidates * queries.unsqueeze(1)).sum(dim=-1, dtype=dtype) / norms
+    scores = (candidates * queries.unsqueeze(1)).sum(dim=-1, dtype=dtype)
     if similarity is Similarity.L2:
         return 2 * scores - _squared_norms(queries)[:, None] - _squared_norms(candidates)
     return scores
+
+
+def _unsafe_norms(norms: torch.Tensor, rows: torch.Tensor) -> torch.Tensor | None:
+    """Where ``norms`` (of ``rows``) may be wrong: infinite (the squares overflowed), or so
+    small that the squares of entries within the precision of the largest may have
+    underflowed; None when every norm is safe (the common case, one check)."""
+    accumulated = torch.finfo(reduction_dtype(rows.dtype))
+    given = torch.finfo(rows.dtype)
+    # The largest entry is at least norm/√d; entries down to eps times it must square to
+    # normal numbers, and the norm itself must be a normal number of the rows' dtype.
+    floor = max(math.sqrt(rows.shape[-1] * accumulated.tiny) / accumulated.eps,
+                given.tiny / given.eps)
+    unsafe = ~((norms >= floor) & (norms <= given.max))
+    return unsafe if bool(unsafe.any()) else None
+
+
+def _scaled_by_powers_of_two(rows: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
+    """``rows`` with each row where ``which`` holds (shape (..., 1)) multiplied by the power
+    of two that brings its largest magnitude into [0.5, 1). Multiplying by a power of two
+    is exact, so the ratios between a row's entries, and its cosines, are unchanged."""
+    peak = rows.detach().abs().amax(dim=-1, keepdim=True).to(torch.float64)
+    _, exponent = torch.frexp(peak)  # peak = m·2^exponent, 0.5 ≤ m < 1
+    exponent = torch.where(which & (peak > 0) & torch.isfinite(peak), exponent, 0)
+    # Two factors, each a power of two that the rows' dtype holds exactly.
+    half = torch.div(exponent, 2, rounding_mode="floor")
+    one = torch.ones_like(peak)
+    first = torch.ldexp(one, -half).to(rows.dtype)
+    second = torch.ldexp(one, half - exponent).to(rows.dtype)
+    return rows * first * second
 
 
 def _squared_norms(rows: torch.Tensor) -> torch.Tensor:

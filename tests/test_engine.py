@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,7 @@ import torch
 from infonce_cli import engine
 from infonce_cli.engine import EngineOptions, NegativeMode, score_embeddings
 from infonce_cli.errors import UsageError
-from infonce_cli.similarity import Similarity
+from infonce_cli.similarity import Similarity, paired, prepare_rows
 
 from .reference import reference
 
@@ -278,3 +280,93 @@ def test_the_callers_denormal_setting_survives_a_score(rng, callers):
         assert (smallest_normal / 2 == 0).item() is callers
     finally:
         torch.set_flush_denormal(previous)
+
+
+# Extreme magnitudes: the cosine of rows at any scale, against the float64 loop.
+
+EXTREME_CASES = {
+    "in-batch": (None, {}),
+    "shared": ("shared", {}),
+    "paired": ("paired", {}),
+    "in-batch+paired": ("paired", {"in_batch": True}),
+}
+
+
+@pytest.mark.parametrize("case", list(EXTREME_CASES))
+@pytest.mark.parametrize(("source", "scale"), [(np.float32, 1e-30), (np.float32, 1e-20),
+                                               (np.float32, 1e30), (np.float64, 1e39),
+                                               (np.float64, 1e-50), (np.float64, 1e150)])
+def test_cosine_of_tiny_and_huge_rows_matches_float64_loop(rng, case, source, scale):
+    """Float32 rows whose squares underflow or overflow, and float64 rows outside float32's
+    range scored in float32: the cosine is exact to float32 rounding."""
+    query, positive, paired, shared = _data(rng)
+    neg_key, kwargs = EXTREME_CASES[case]
+    negatives = {"paired": paired, "shared": shared, None: None}[neg_key]
+
+    def scaled(rows):
+        return None if rows is None else (rows.astype(np.float64) * scale).astype(source)
+
+    args = [scaled(query), scaled(positive), scaled(negatives)]
+    assert all(np.isfinite(a).all() for a in args if a is not None)
+    options = EngineOptions(temperatures=(0.1,), max_memory=2**14, **kwargs)
+    got = score_embeddings(*args, options)
+    want = reference(*args, temperature=0.1, **kwargs)
+    np.testing.assert_allclose(got.positive_score.numpy(), want.positive_score, rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_allclose(got.loss[:, 0].numpy(), want.loss, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(got.rank.numpy(), want.rank)
+    np.testing.assert_array_equal(got.hardest_negative_index.numpy(), want.hardest_negative_index)
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1.0, 1e30])
+@pytest.mark.parametrize("case", list(EXTREME_CASES))
+def test_a_copy_of_an_extreme_positive_ties_with_it(rng, case, scale):
+    """A candidate bit-identical to the positive gets exactly the positive's score, at any
+    magnitude, so it counts against it (rank 2 when nothing else beats it)."""
+    query, positive, paired, shared = _data(rng, scale=0.01)
+    neg_key, kwargs = EXTREME_CASES[case]
+    negatives = {"paired": paired, "shared": shared, None: None}[neg_key]
+    query, positive = query * np.float32(scale), positive * np.float32(scale)
+    if negatives is None:
+        positive[5] = positive[3]
+        copies = {3: 5}
+    elif negatives.ndim == 2:
+        negatives = negatives.copy()
+        negatives[7] = positive[3]
+        copies = {3: 7}
+    else:
+        negatives = negatives.copy()
+        negatives[3, 2] = positive[3]
+        copies = {3: 2 if not kwargs else N + 3 * M + 2}
+    got = score_embeddings(query, positive, negatives, EngineOptions(**kwargs))
+    for row, index in copies.items():
+        assert got.hardest_negative_score[row].item() == got.positive_score[row].item()
+        assert got.hardest_negative_index[row].item() == index
+        assert got.rank[row].item() == 2
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+def test_prepared_rows_are_unit_rows_at_any_magnitude(dtype):
+    info = torch.finfo(dtype)
+    rows = torch.tensor([[3.0, 4.0], [-5.0, 12.0]], dtype=torch.float64)
+    for scale in (info.tiny * 4, info.tiny ** 0.5, 1.0, info.max ** 0.5, info.max / 16):
+        given = (rows * scale).to(dtype)
+        got = prepare_rows(given, Similarity.COSINE).double()
+        want = torch.tensor([[x / math.hypot(*row) for x in row] for row in given.tolist()],
+                            dtype=torch.float64)  # hypot neither overflows nor underflows
+        torch.testing.assert_close(got, want, rtol=2 * info.eps, atol=0)
+        scores = paired(prepare_rows(given, Similarity.COSINE), given[:, None, :],
+                        Similarity.COSINE)
+        torch.testing.assert_close(scores.double(), torch.ones(2, 1, dtype=torch.float64),
+                                   rtol=4 * info.eps, atol=0)
+
+
+def test_rows_in_range_are_prepared_exactly_as_before():
+    """Rows whose norm can be taken directly are divided by it, bit for bit."""
+    rows = torch.from_numpy(np.random.default_rng(0).normal(size=(64, 33)).astype(np.float32))
+    direct = rows / torch.linalg.vector_norm(rows, dim=-1, keepdim=True)
+    assert torch.equal(prepare_rows(rows, Similarity.COSINE), direct)
+    mixed = rows.clone()
+    mixed[::2] *= 2.0**-100  # rescaled rows do not change their neighbours
+    assert torch.equal(prepare_rows(mixed, Similarity.COSINE)[1::2], direct[1::2])
+    assert torch.equal(prepare_rows(mixed, Similarity.COSINE)[::2], direct[::2])

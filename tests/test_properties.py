@@ -80,3 +80,35 @@ def test_ranks_do_not_depend_on_temperature(shape, seed):
     out = [score_embeddings(query, positive, negatives, EngineOptions(temperatures=(t,))).rank
            for t in (0.01, 1.0)]
     np.testing.assert_array_equal(out[0].numpy(), out[1].numpy())
+
+
+@settings(max_examples=30, deadline=None)
+@given(shapes, seeds, st.integers(-90, 90), st.integers(-90, 90), st.integers(-90, 90),
+       st.sampled_from(["in-batch", "paired", "pooled"]))
+def test_cosine_is_unchanged_bit_for_bit_by_scaling_rows_by_powers_of_two(
+        shape, seed, query_exponent, positive_exponent, negative_exponent, mode):
+    """Rows scaled far beyond where their squares overflow or underflow float32 score
+    exactly as the unscaled rows: scaling by a power of two loses no bit."""
+    query, positive, negatives = _data(seed, *shape)
+    negs = None if mode == "in-batch" else negatives
+    options = EngineOptions(temperatures=(0.1,), in_batch=mode == "pooled")
+    base = score_embeddings(query, positive, negs, options)
+    scaled = score_embeddings(
+        np.ldexp(query, query_exponent), np.ldexp(positive, positive_exponent),
+        None if negs is None else np.ldexp(negs, negative_exponent), options)
+    np.testing.assert_array_equal(scaled.loss.numpy(), base.loss.numpy())
+    np.testing.assert_array_equal(scaled.positive_score.numpy(), base.positive_score.numpy())
+    np.testing.assert_array_equal(scaled.rank.numpy(), base.rank.numpy())
+
+
+@settings(max_examples=20, deadline=None)
+@given(shapes, seeds, st.integers(-900, 900))
+def test_float64_rows_beyond_float32_range_score_as_in_range_rows(shape, seed, exponent):
+    """Float64 inputs scored in float32 are brought into range before the cast."""
+    query, positive, negatives = _data(seed, *shape)
+    options = EngineOptions(temperatures=(0.1,))
+    base = score_embeddings(query, positive, negatives, options)
+    wide = [np.ldexp(rows.astype(np.float64), exponent) for rows in (query, positive, negatives)]
+    scaled = score_embeddings(*wide, options)
+    np.testing.assert_array_equal(scaled.loss.numpy(), base.loss.numpy())
+    np.testing.assert_array_equal(scaled.rank.numpy(), base.rank.numpy())
