@@ -12,7 +12,7 @@ from info_nce import InfoNCE
 from typer.testing import CliRunner
 
 from infonce_cli.cli import app
-from infonce_cli.engine import EngineOptions, score_embeddings
+from infonce_cli.engine import CachedPass, EngineOptions, score_embeddings
 from infonce_cli.optimum import (
     Point,
     bracketed_root,
@@ -24,10 +24,10 @@ from infonce_cli.temperature import (
     NO_OPTIMUM_COLD,
     NO_OPTIMUM_HOT,
     RELATIVE_PRECISION,
+    prepare_passes,
     sweep_embeddings,
     temperature_grid,
 )
-
 
 SWEEP_KEYS = {"rows", "best_grid", "optimum", "accuracy_at_1", "mrr", "n", "similarity",
               "negatives", "seconds"}
@@ -165,6 +165,23 @@ def test_cached_and_streamed_passes_agree(real_data):
     streamed = sweep_embeddings(*args, grid, EngineOptions(max_memory=2**12))
     np.testing.assert_allclose(cached.grid.loss.numpy(), streamed.grid.loss.numpy(), rtol=1e-6)
     assert cached.optimum.temperature == pytest.approx(streamed.optimum.temperature, rel=2e-6)
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_scores_are_kept_only_when_they_fit_the_budget_at_their_size(rng, symmetric):
+    """The budget counts kept scores at their real size: 8 bytes each in float64."""
+    query = rng.normal(size=(100, 8))
+    positive = query + rng.normal(size=query.shape)
+    num_scores = 100 * 100 * (2 if symmetric else 1)
+    for dtype, size in ((torch.float32, 4), (torch.float64, 8)):
+        for budget, kept in ((num_scores * size, True), (num_scores * size - 1, False)):
+            options = EngineOptions(dtype=dtype, max_memory=budget, symmetric=symmetric)
+            passes = prepare_passes(query, positive, None, options)
+            assert all(isinstance(p, CachedPass) == kept for p in passes)
+            if kept:
+                held = sum(scored.scores.numel() * scored.scores.element_size()
+                           for p in passes for block in p.blocks for scored in block.candidates)
+                assert held <= budget
 
 
 def test_no_finite_optimum_when_every_positive_wins(rng):
