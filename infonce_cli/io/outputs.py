@@ -54,7 +54,10 @@ class _Place:
 
 
 def _place(path: str) -> _Place:
-    resolved = os.path.realpath(path)
+    try:
+        resolved = os.path.realpath(path)
+    except ValueError:  # a NUL character: refused where the path is used
+        resolved = path
     try:
         status = os.stat(path)
     except (OSError, ValueError):

@@ -28,6 +28,7 @@ class TablePart:
 
     def __init__(self, source: Source) -> None:
         self.source, self.name = source, source.name
+        self._file: Any = None  # the open file under ``_handle``
         self._handle: Any = None
         self._batches: list[Any] | None = None
         try:
@@ -36,11 +37,10 @@ class TablePart:
         except InputError:
             raise
         except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, …
-            self.close()
             noun = "Parquet file" if source.format is Format.PARQUET else str(source.format)
             raise InputError(f"{self.name}: not a readable {noun} ({first_line(exc)})") from None
-        if self.source.format is Format.ARROW_FILE:
-            self.close()  # rows were counted through a memory map; data is read unmapped
+        finally:
+            self.close()  # a dataset of many parts keeps one file open at a time
 
     def _input(self, mapped: bool = False) -> Any:
         import pyarrow as pa
@@ -54,10 +54,11 @@ class TablePart:
         import pyarrow.parquet as pq
 
         if self._handle is None:
+            self._file = self._input()
             if self.source.format is Format.PARQUET:
-                self._handle = pq.ParquetFile(self._input())
+                self._handle = pq.ParquetFile(self._file)
             else:
-                self._handle = pa.ipc.open_file(self._input())
+                self._handle = pa.ipc.open_file(self._file)
         return self._handle
 
     def _layout(self) -> tuple[pa.Schema, list[int]]:
@@ -69,14 +70,16 @@ class TablePart:
             rows = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
             return handle.schema_arrow, rows
         if self.source.format is Format.ARROW_STREAM:
-            table = pa.ipc.open_stream(self._input()).read_all()
+            with self._input() as stream:
+                table = pa.ipc.open_stream(stream).read_all()
             self._batches = table.to_batches()
             return table.schema, [batch.num_rows for batch in self._batches]
         # Counting an Arrow file's rows reads each batch's header; through a memory map
-        # that touches no data.
-        reader = pa.ipc.open_file(self._input(mapped=True))
-        rows = [reader.get_batch(i).num_rows for i in range(reader.num_record_batches)]
-        return reader.schema, rows
+        # that touches no data. The data is read later without one.
+        with self._input(mapped=True) as mapped:
+            reader = pa.ipc.open_file(mapped)
+            rows = [reader.get_batch(i).num_rows for i in range(reader.num_record_batches)]
+            return reader.schema, rows
 
     @property
     def chunk_kind(self) -> str:
@@ -101,9 +104,10 @@ class TablePart:
                              f"{printable(repr(column))} ({first_line(exc)})") from None
 
     def close(self) -> None:
-        if self._handle is not None and hasattr(self._handle, "close"):
-            self._handle.close()
-        self._handle = None
+        """Close the file (a later read opens it again)."""
+        if self._file is not None:
+            self._file.close()
+        self._file = self._handle = None
 
 
 def table_parts(path: str, sources: list[Source] | None = None) -> list[TablePart]:
@@ -252,10 +256,12 @@ def nested_lists_to_numpy(
         shape.append(_regular_length(level, label, first_row, "values"))
         level = level.flatten()
     if len(shape) == 1:
-        raise InputError(f"{label}: expected a list<float> column of vectors, got {array.type}")
+        raise InputError(f"{label}: expected a list<float> column of vectors, got "
+                         f"{printable(str(array.type))}")
     if is_list(level.type):
         wanted = "list<float> (N, d)" if depth == 1 else "list<float> or list<list<float>>"
-        raise InputError(f"{label}: lists nested too deep: expected {wanted}, got {array.type}")
+        raise InputError(f"{label}: lists nested too deep: expected {wanted}, got "
+                         f"{printable(str(array.type))}")
     if not pa.types.is_floating(level.type):
         raise InputError(f"{label}: expected float vectors (float16/32/64), got lists of "
                          f"{level.type}")
@@ -319,7 +325,7 @@ def ids_to_numpy(array: pa.Array, name: str, column: str) -> np.ndarray[Any, Any
     if not (pa.types.is_string(level.type) or pa.types.is_large_string(level.type)
             or pa.types.is_integer(level.type)):
         raise InputError(f"{where} must hold strings or integers (or lists of them), got "
-                         f"{array.type}")
+                         f"{printable(str(array.type))}")
     return np.asarray(level.to_numpy(zero_copy_only=False)).reshape(shape)
 
 
