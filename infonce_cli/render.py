@@ -220,8 +220,9 @@ PER_SAMPLE_WRITERS = {".parquet": write_parquet, ".csv": write_csv, ".jsonl": wr
 def inspect_table(info: Mapping[str, Any]) -> Table:
     """One file's description from ``io.describe_file`` as a table."""
     title = str(info["file"])
-    if "rows" in info:
-        title += f" · Parquet, {info['rows']} rows in {info['row_groups']} row groups"
+    if "row_groups" in info:
+        title += f" · {info.get('format', 'Parquet')}, {info['rows']} rows in " \
+                 f"{info['row_groups']} row groups"
     table = Table(title=title, title_justify="left", caption=_columns(info) or None,
                   caption_justify="left")
     # The array, its shape and dtype are never cut; the statistics wrap first.
@@ -236,7 +237,7 @@ def inspect_table(info: Mapping[str, Any]) -> Table:
                            for key in ("norm_min", "norm_mean", "norm_max"))
         table.add_row(
             array["name"] or "—",
-            "×".join(str(x) for x in array["shape"]),
+            "×".join("ragged" if x is None else str(x) for x in array["shape"]),
             array["dtype"],
             norms if "norm_min" in array else "—",
             str(array.get("non_finite_rows", "—")),

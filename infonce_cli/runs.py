@@ -279,7 +279,7 @@ def load_inputs(inputs: Inputs, options: EngineOptions, cluster: Cluster) -> Loa
             raise UsageError(f"{arg('id_col')} needs {arg('query')} or {arg('pos')} to be a "
                              "Parquet file")
         row_ids = _checked_ids(io.load_ids(str(source), inputs.id_col), (n,),
-                               f"{source}:{inputs.id_col}", "ids")
+                               f"{io.printable_path(str(source))}:{inputs.id_col}", "ids")
     positive_ids = _ids(inputs.pos_ids, inputs.pos_id_col, inputs.pos, "pos", (n,))
     negative_ids = None
     if negatives is not None:
@@ -328,9 +328,10 @@ def _ids(source: Any, column: str | None, embeddings: Any, role: str,
             raise UsageError(f"{arg(role + '_id_col')} names a column of a Parquet "
                              f"{arg(role)} file")
         return _checked_ids(io.load_ids(str(embeddings), column), shape,
-                            f"{embeddings}:{column}", f"{role} ids")
+                            f"{io.printable_path(str(embeddings))}:{column}", f"{role} ids")
     if is_path(source):
-        return _checked_ids(io.load_id_array(str(source)), shape, str(source), f"{role} ids")
+        return _checked_ids(io.load_id_array(str(source)), shape,
+                            io.printable_path(str(source)), f"{role} ids")
     values = _as_numpy(source)
     if values.dtype.kind not in "iuUS":
         raise InputError(f"{role}_ids: ids must be integers or strings, got {values.dtype.name}")
