@@ -19,15 +19,38 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from . import __version__
 from .errors import ExitCode, GateFailed, InfonceError, UsageError, arg
 
 
+def _plain_help_flag(option: Any) -> Any:
+    if option is not None:
+        option.metavar = ""  # a flag takes no value: show none
+    return option
+
+
+class _Command(TyperCommand):
+    """A command whose --help flag shows no value type."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        return _plain_help_flag(super().get_help_option(ctx))
+
+
 class _Commands(TyperGroup):
     """Commands in the order they are declared, and a suggestion for a mistyped one (also
     for a prefix such as ``sweep``)."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        return _plain_help_flag(super().get_help_option(ctx))
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params: list[Any] = super().get_params(ctx)
+        for param in params:
+            if param.name in ("install_completion", "show_completion"):
+                _plain_help_flag(param)
+        return params
 
     def list_commands(self, ctx: Any) -> list[str]:
         return list(self.commands)
@@ -244,7 +267,7 @@ def _root(
     """Score precomputed embeddings with the InfoNCE contrastive loss."""
 
 
-@app.command(epilog="Examples:\n\n  infonce score -q q.npy -p p.npy --neg n.npy --format json | jq .loss.mean\n\n  infonce score -q pairs.parquet --query-col query -p pairs.parquet --pos-col positive --id-col id --worst 5")
+@app.command(cls=_Command, epilog="Examples:\n\n  infonce score -q q.npy -p p.npy --neg n.npy --format json | jq .loss.mean\n\n  infonce score -q pairs.parquet --query-col query -p pairs.parquet --pos-col positive --id-col id --worst 5")
 def score(
     query: QueryOpt,
     pos: PosOpt,
@@ -314,7 +337,7 @@ def score(
     _command(build, _runner("run_score", quiet), show, debug)
 
 
-@app.command("sweep-temperature", epilog="Examples:\n\n  infonce sweep-temperature -q q.npy -p p.npy --format table\n\n  infonce sweep-temperature -q q.npy -p p.npy --temperatures 0.02,0.05,0.1 --format csv")
+@app.command("sweep-temperature", cls=_Command, epilog="Examples:\n\n  infonce sweep-temperature -q q.npy -p p.npy --format table\n\n  infonce sweep-temperature -q q.npy -p p.npy --temperatures 0.02,0.05,0.1 --format csv")
 def sweep_temperature(
     query: QueryOpt,
     pos: PosOpt,
@@ -391,7 +414,7 @@ def sweep_temperature(
     _command(build, _runner("run_sweep", quiet), show, debug)
 
 
-@app.command(epilog="Example:\n\n  infonce compare --query-a a/q.npy --pos-a a/p.npy --query-b b/q.npy --pos-b b/p.npy --metric mrr --fail-if-worse")
+@app.command(cls=_Command, epilog="Example:\n\n  infonce compare --query-a a/q.npy --pos-a a/p.npy --query-b b/q.npy --pos-b b/p.npy --metric mrr --fail-if-worse")
 def compare(
     query_a: Annotated[str, typer.Option(metavar="PATH", rich_help_panel=INPUTS, help="Model A's query embeddings.", show_default=False)],
     pos_a: Annotated[str, typer.Option(metavar="PATH", rich_help_panel=INPUTS, help="Model A's positive embeddings.", show_default=False)],
@@ -453,7 +476,7 @@ def compare(
     _command(build, _runner("run_compare", quiet), show, debug)
 
 
-@app.command(epilog="Example:\n\n  infonce inspect sample_data/pairs.parquet sample_data/hard_negatives.npy")
+@app.command(cls=_Command, epilog="Example:\n\n  infonce inspect sample_data/pairs.parquet sample_data/hard_negatives.npy")
 def inspect(
     files: Annotated[list[str], typer.Argument(metavar="PATH", help="Embedding files (.npy, .npz, Parquet, Arrow).", show_default=False)],
     fmt: FormatOpt = OutputFormat.AUTO,

@@ -147,7 +147,7 @@ def test_help_reads_at_80_columns(command):
     lines = result.stdout.splitlines()
     assert max(len(line) for line in lines) <= 80
     assert "…" not in result.stdout  # nothing cut
-    assert "<bool>" not in result.stdout.replace("--help        <bool>", "")
+    assert "<bool>" not in result.stdout
     assert "Example" in result.stdout
     for option in re.findall(r"--[a-z0-9-]+", result.stdout):
         assert not option.endswith("-")
