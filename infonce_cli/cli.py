@@ -137,7 +137,8 @@ def _command(build: Callable[[], Any], run: Callable[[Any], Any],
         _fail("out of memory; lower --max-memory or use smaller inputs", ExitCode.DATA_ERROR,
               debug)
     except Exception as exc:
-        _fail(f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for the "
+        first_line = next(iter(str(exc).strip().splitlines()), "")
+        _fail(f"unexpected {type(exc).__name__}: {first_line} (rerun with --debug for the "
               "traceback)", ExitCode.DATA_ERROR, debug)
 
 
