@@ -221,8 +221,9 @@ def inspect_table(info: Mapping[str, Any]) -> Table:
     """One file's description from ``io.describe_file`` as a table."""
     title = str(info["file"])
     if "row_groups" in info:
-        title += f" · {info.get('format', 'Parquet')}, {info['rows']} rows in " \
-                 f"{info['row_groups']} row groups"
+        groups = info["row_groups"]
+        title += (f" · {info.get('format', 'Parquet')}, {info['rows']} rows in {groups} "
+                  f"row group{'' if groups == 1 else 's'}")
     table = Table(title=title, title_justify="left", caption=_columns(info) or None,
                   caption_justify="left")
     # The array, its shape and dtype are never cut; the statistics wrap first.

@@ -185,7 +185,7 @@ ERRORS = [
     (("-q", "nan.npy", "-p", "positives.npy"), 1,
      "error: nan.npy: 2 rows contain NaN or Inf (first: row 7)"),
     (("-q", "zero.npy", "-p", "positives.npy"), 1,
-     "error: zero.npy: 1 rows have zero norm, which cosine similarity cannot score (first: row "
+     "error: zero.npy: 1 row has zero norm, which cosine similarity cannot score (first: row "
      "3); use --similarity dot or l2, or drop them"),
     (("-q", "objects.npy", "-p", "positives.npy"), 1,
      "error: objects.npy: holds Python objects (pickled data), which are never loaded; save a "

@@ -100,6 +100,6 @@ def test_bad_rows_in_one_share_fail_every_rank(tmp_path):
     result = torchrun("score", "-q", "q.npy", "-p", str(SAMPLE / "positives.npy"),
                       "--output", "out.json", cwd=tmp_path)
     assert result.returncode != 0
-    assert "error: q.npy: 1 rows contain NaN or Inf (first: row 350)" in result.stderr
-    assert "error: rank 1: q.npy: 1 rows contain NaN or Inf (first: row 350)" in result.stderr
+    assert "error: q.npy: 1 row contains NaN or Inf (first: row 350)" in result.stderr
+    assert "error: rank 1: q.npy: 1 row contains NaN or Inf (first: row 350)" in result.stderr
     assert not (tmp_path / "out.json").exists()

@@ -122,7 +122,7 @@ def test_row_checks_on_paired_arrays_name_the_row_and_negative(tmp_path, rng):
     negatives[2, 1] = np.inf
     np.save(tmp_path / "n.npy", negatives)
     embeddings = load_embeddings(str(tmp_path / "n.npy"), ndims=(2, 3))
-    with pytest.raises(InputError, match=r"1 rows contain NaN or Inf \(first: row 2, negative 1\)"):
+    with pytest.raises(InputError, match=r"1 row contains NaN or Inf \(first: row 2, negative 1\)"):
         check_values(embeddings, nonzero=True)
 
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 
-from infonce_cli.errors import InputError
+from infonce_cli.errors import InputError, arg
 
 if TYPE_CHECKING:
     from .loading import Embeddings
@@ -126,13 +126,19 @@ def check_values(
     limits the check to leading rows [first, last) (one rank's share)."""
     stats = row_stats(embeddings.values, norms=False, rows=rows)
     if stats.non_finite_rows:
-        raise InputError(f"{embeddings.label}: {stats.non_finite_rows} rows contain NaN or Inf "
-                         f"(first: row {_row_name(embeddings, stats.first_non_finite_row)})")
+        bad = _rows(stats.non_finite_rows, "contains", "contain")
+        raise InputError(f"{embeddings.label}: {bad} NaN or Inf (first: row "
+                         f"{_row_name(embeddings, stats.first_non_finite_row)})")
     if nonzero and stats.zero_norm_rows:
-        raise InputError(f"{embeddings.label}: {stats.zero_norm_rows} rows have zero norm, "
-                         f"which cosine similarity cannot score (first: row "
-                         f"{_row_name(embeddings, stats.first_zero_norm_row)}); "
-                         "use --similarity dot or l2, or drop them")
+        raise InputError(f"{embeddings.label}: {_rows(stats.zero_norm_rows, 'has', 'have')} zero "
+                         f"norm, which cosine similarity cannot score (first: row "
+                         f"{_row_name(embeddings, stats.first_zero_norm_row)}); use "
+                         f"{arg('similarity')} dot or l2, or drop them")
+
+
+def _rows(count: int, one: str, many: str) -> str:
+    """'1 row has', '3 rows have'."""
+    return f"{count} row {one}" if count == 1 else f"{count} rows {many}"
 
 
 def _row_name(embeddings: Embeddings, flat_row: int) -> str:
