@@ -28,7 +28,7 @@ from .engine import (
     fold_passes,
     similarity_passes,
 )
-from .errors import InfonceError, UsageError
+from .errors import InfonceError, UsageError, arg
 from .optimum import MAX_REFINE_PASSES as MAX_REFINE_PASSES
 from .optimum import NO_OPTIMUM_COLD, Point, find_optimum
 from .optimum import NO_OPTIMUM_HOT as NO_OPTIMUM_HOT
@@ -52,17 +52,17 @@ def temperature_grid(
     (0.1, 0.2, 0.3)
     """
     if not (minimum > 0 and math.isfinite(minimum) and math.isfinite(maximum)):
-        raise UsageError(f"--min must be a finite number > 0, got {minimum:g}")
+        raise UsageError(f"{arg('min')} must be a finite number > 0, got {minimum:g}")
     if not minimum < maximum:
-        raise UsageError(f"--min ({minimum:g}) must be below --max ({maximum:g})")
+        raise UsageError(f"{arg('min')} ({minimum:g}) must be below {arg('max')} ({maximum:g})")
     if steps < 2:
-        raise UsageError(f"--steps must be at least 2, got {steps}")
+        raise UsageError(f"{arg('steps')} must be at least 2, got {steps}")
     if spacing == "log":
         values = np.geomspace(minimum, maximum, steps)
     elif spacing == "linear":
         values = np.linspace(minimum, maximum, steps)
     else:
-        raise UsageError(f"--spacing must be log or linear, got {spacing!r}")
+        raise UsageError(f"{arg('spacing')} must be log or linear, got {spacing!r}")
     values[0], values[-1] = minimum, maximum
     return tuple(round(float(v), 12) for v in values)
 
@@ -70,10 +70,10 @@ def temperature_grid(
 def check_temperatures(temperatures: Sequence[float]) -> tuple[float, ...]:
     """Sorted, distinct temperatures, each finite and > 0."""
     if not temperatures:
-        raise UsageError("--temperatures: give at least one temperature")
+        raise UsageError(f"{arg('temperatures')}: give at least one temperature")
     for t in temperatures:
         if not (t > 0 and math.isfinite(t)):
-            raise UsageError(f"--temperatures: every temperature must be > 0, got {t:g}")
+            raise UsageError(f"{arg('temperatures')}: every temperature must be > 0, got {t:g}")
     return tuple(sorted(set(temperatures)))
 
 
@@ -139,7 +139,8 @@ def score_at_optimum(
     passes = prepare_passes(query, positive, negatives, options, ids)
     optimum = sweep_passes(passes, temperature_grid(*DEFAULT_GRID), on_rows_done, summer).optimum
     if optimum.temperature is None:
-        raise InfonceError(f"--temperature auto: {optimum.reason}; give a temperature instead")
+        raise InfonceError(f"{arg('temperature')} auto: {optimum.reason}; give a temperature "
+                           "instead")
     return optimum.temperature, fold_passes(passes, [optimum.temperature])
 
 
