@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import torch
@@ -188,6 +188,25 @@ class PooledCandidates:
                                 else negative_keys.reshape(-1))
             yield _with_copies(scores, self.n + first * self.per_row, drop, None,
                                positive_score, rows, positives, self.matching.mask_duplicates)
+
+
+class QueueCandidates:
+    """The batch's other positives and a shared pool (K, d) that every query sees, as a
+    training step with a queue of negatives next to the batch (MoCo) sees them: shared
+    row k is candidate ``N + k``. Each part is masked and tied as in its own mode."""
+
+    def __init__(self, in_batch: InBatchCandidates, shared: SharedCandidates) -> None:
+        self.in_batch, self.shared = in_batch, shared
+        self.n = in_batch.positives.n
+        self.per_query = in_batch.per_query + shared.per_query
+
+    def blocks(
+        self, queries: torch.Tensor, positives: RowBlock, positive_score: torch.Tensor,
+        start: int, stop: int, batch: tuple[int, int],
+    ) -> Iterator[ScoredBlock]:
+        yield from self.in_batch.blocks(queries, positives, positive_score, start, stop, batch)
+        for block in self.shared.blocks(queries, positives, positive_score, start, stop, batch):
+            yield replace(block, first_index=self.n + block.first_index)
 
 
 def _with_copies(

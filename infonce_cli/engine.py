@@ -36,10 +36,11 @@ from .candidates import (
     Matching,
     PairedCandidates,
     PooledCandidates,
+    QueueCandidates,
     ScoredBlock,
     SharedCandidates,
 )
-from .errors import UsageError
+from .errors import UsageError, arg
 from .rows import Positives, RowReader
 from .rows import Rows as Rows
 from .rows import RowSource as RowSource
@@ -72,6 +73,7 @@ class NegativeMode(StrEnum):
     SHARED = "shared"
     IN_BATCH = "in-batch"
     IN_BATCH_PAIRED = "in-batch+paired"
+    IN_BATCH_SHARED = "in-batch+shared"
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,9 @@ class PerSampleScores:
     a row of the negatives file (shared), a position 0..M-1 among the query's
     own negatives (paired), a row of the positives (in-batch), or, in-batch with
     paired negatives, a row of the positives below N and ``N + row·M + j`` for
-    hard negative j of a row. It is -1 when a query has no negative.
+    hard negative j of a row, and in-batch with shared negatives, a row of the
+    positives below N and ``N + k`` for row k of the shared negatives. It is -1
+    when a query has no negative.
     """
 
     loss: torch.Tensor  # (N, T)
@@ -132,10 +136,7 @@ def negative_mode(negatives: Rows | None, in_batch: bool) -> NegativeMode:
     if negatives is None:
         return NegativeMode.IN_BATCH
     if negatives.ndim == 2:
-        if in_batch:
-            raise UsageError("--in-batch pools the batch with paired negatives (N, M, d); "
-                             "shared negatives (K, d) are already seen by every query")
-        return NegativeMode.SHARED
+        return NegativeMode.IN_BATCH_SHARED if in_batch else NegativeMode.SHARED
     return NegativeMode.IN_BATCH_PAIRED if in_batch else NegativeMode.PAIRED
 
 
@@ -150,7 +151,8 @@ def score_embeddings(
     """Per-sample InfoNCE losses and ranks for every temperature in the options.
 
     Shapes: query (N, d), positive (N, d), negatives None (in-batch), (K, d)
-    (shared) or (N, M, d) (paired). Inputs must already be validated (finite,
+    (shared) or (N, M, d) (paired); with ``options.in_batch``, the negatives are seen
+    next to the batch's positives. Inputs must already be validated (finite,
     non-zero rows for cosine); ``on_rows_done`` is called with the number of
     query rows finished, for progress reporting.
 
@@ -173,7 +175,8 @@ def similarity_passes(
     """The similarity passes a computation needs: one, or two when symmetric."""
     mode = negative_mode(negatives, options.in_batch)
     if options.symmetric and mode is not NegativeMode.IN_BATCH:
-        raise UsageError("--symmetric works with in-batch negatives only (leave out --neg)")
+        raise UsageError(f"{arg('symmetric')} works with in-batch negatives only (leave out "
+                         f"{arg('neg')})")
     passes = [SimilarityPass(query, positive, negatives, mode, options, ids)]
     if options.symmetric:
         passes.append(SimilarityPass(positive, query, None, mode, options, ids))
@@ -381,7 +384,8 @@ class SimilarityPass:
                            options.max_memory, options.batch_size)
         self.query_block, self.candidate_block = plan.query_block, plan.candidate_block
         self.reader = RowReader(options.similarity, options.dtype, options.device)
-        in_batch = mode in (NegativeMode.IN_BATCH, NegativeMode.IN_BATCH_PAIRED)
+        in_batch = mode in (NegativeMode.IN_BATCH, NegativeMode.IN_BATCH_PAIRED,
+                            NegativeMode.IN_BATCH_SHARED)
         self.positives = Positives(positive, self.reader,
                                    keep=in_batch and self.n * self.dim * 8 <= options.max_memory)
         self.candidates = self._candidate_source()
@@ -397,9 +401,12 @@ class SimilarityPass:
         if self.mode is NegativeMode.IN_BATCH:
             return in_batch
         if self.negatives is None:
-            raise UsageError(f"{self.mode} negatives need a negatives array")
+            raise UsageError(f"{self.mode} negatives need a negatives array ({arg('neg')})")
         if self.mode is NegativeMode.SHARED:
             return SharedCandidates(self.negatives, self.reader, matching, self.candidate_block)
+        if self.mode is NegativeMode.IN_BATCH_SHARED:
+            return QueueCandidates(in_batch, SharedCandidates(
+                self.negatives, self.reader, matching, self.candidate_block))
         if self.mode is NegativeMode.PAIRED:
             return PairedCandidates(self.negatives, self.reader, matching)
         return PooledCandidates(in_batch, self.negatives, self.reader, matching,

@@ -254,21 +254,26 @@ def worst_cases(per_sample: PerSampleScores, labels: Labels) -> tuple[WorstCase,
 def hardest_negative_ids(
     per_sample: PerSampleScores, row_ids: Array | None, negative_ids: Array | None,
 ) -> Array | None:
-    """The id of each query's hardest negative, where the inputs name their rows."""
+    """The id of each query's hardest negative, where the inputs name their rows: a row id
+    for an in-batch positive (index below N), else a negative id (``hardest_negative_index``
+    in the mode's numbering, see ``PerSampleScores``)."""
     index = per_sample.hardest_negative_index.cpu().numpy()
     n = len(index)
     mode = per_sample.mode
     out = np.full(n, None, dtype=object)
     found = index >= 0
-    if mode is NegativeMode.IN_BATCH or mode is NegativeMode.IN_BATCH_PAIRED:
+    if mode in (NegativeMode.IN_BATCH, NegativeMode.IN_BATCH_PAIRED,
+                NegativeMode.IN_BATCH_SHARED):
         own = found & (index < n)
         if row_ids is not None:
             out[own] = row_ids[index[own]]
+        pooled = found & (index >= n)
         if mode is NegativeMode.IN_BATCH_PAIRED and negative_ids is not None:
-            pooled = found & (index >= n)
             per_row = negative_ids.shape[1]
             flat = index[pooled] - n
             out[pooled] = negative_ids[flat // per_row, flat % per_row]
+        if mode is NegativeMode.IN_BATCH_SHARED and negative_ids is not None:
+            out[pooled] = negative_ids[index[pooled] - n]
     elif negative_ids is not None and mode is NegativeMode.SHARED:
         out[found] = negative_ids[index[found]]
     elif negative_ids is not None:

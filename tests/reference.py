@@ -29,7 +29,8 @@ def similarity(a: np.ndarray, b: np.ndarray, kind: str) -> float:
 
 def candidate_sets(n, negatives, in_batch, batch_size, positives, drop=None):
     """For each query: a list of (negative index, vector), the positive excluded, and those
-    for which ``drop(query, negative index)`` holds."""
+    for which ``drop(query, negative index)`` holds. In-batch with shared negatives (K, d),
+    a query sees its batch's other positives (index j) then every shared row (N + k)."""
     sets = []
     size = batch_size or n
     for i in range(n):
@@ -38,8 +39,9 @@ def candidate_sets(n, negatives, in_batch, batch_size, positives, drop=None):
         cands = []
         if negatives is None or in_batch:
             cands += [(j, positives[j]) for j in range(start, stop) if j != i]
-        if negatives is not None and negatives.ndim == 2:
-            cands += [(k, negatives[k]) for k in range(len(negatives))]
+        if negatives is not None and negatives.ndim == 2:  # in-batch too: N + k, after the batch
+            first = n if in_batch else 0
+            cands += [(first + k, negatives[k]) for k in range(len(negatives))]
         elif negatives is not None and not in_batch:
             cands += [(m, negatives[i, m]) for m in range(negatives.shape[1])]
         elif negatives is not None:

@@ -35,6 +35,9 @@ CASES = {
     "in-batch+paired": ("paired", {"in_batch": True}, {"in_batch": True}),
     "in-batch+paired, batch 10": ("paired", {"in_batch": True, "batch_size": 10},
                                   {"in_batch": True, "batch_size": 10}),
+    "in-batch+shared": ("shared", {"in_batch": True}, {"in_batch": True}),
+    "in-batch+shared, batch 10": ("shared", {"in_batch": True, "batch_size": 10},
+                                  {"in_batch": True, "batch_size": 10}),
     "symmetric": (None, {"symmetric": True}, {"symmetric": True}),
     "symmetric, batch 6": (None, {"symmetric": True, "batch_size": 6},
                            {"symmetric": True, "batch_size": 6}),
@@ -99,12 +102,16 @@ def test_modes_follow_shapes(rng):
     assert score_embeddings(query, positive, paired).mode is NegativeMode.PAIRED
     pooled = score_embeddings(query, positive, paired, EngineOptions(in_batch=True))
     assert pooled.mode is NegativeMode.IN_BATCH_PAIRED
+    queue = score_embeddings(query, positive, shared, EngineOptions(in_batch=True))
+    assert queue.mode is NegativeMode.IN_BATCH_SHARED
 
 
 def test_symmetric_needs_in_batch(rng):
     query, positive, _, shared = _data(rng)
-    with pytest.raises(UsageError, match="--symmetric works with in-batch negatives only"):
+    with pytest.raises(UsageError, match="symmetric works with in-batch negatives only") as raised:
         score_embeddings(query, positive, shared, EngineOptions(symmetric=True))
+    assert raised.value.for_command_line().startswith(
+        "--symmetric works with in-batch negatives only")
 
 
 @pytest.mark.parametrize("neg_key", [None, "paired", "shared"])
@@ -199,7 +206,7 @@ PLAN_SIZES = [(1, 8), (37, 12), (5000, 384), (100_000, 768)]
 @pytest.mark.parametrize("max_memory", [2**12, 2**20, 2**24, 2**29, 2**34])
 @pytest.mark.parametrize("batch_size", [None, 100, 1000])
 @pytest.mark.parametrize("mode", [NegativeMode.IN_BATCH, NegativeMode.SHARED,
-                                  NegativeMode.IN_BATCH_PAIRED])
+                                  NegativeMode.IN_BATCH_PAIRED, NegativeMode.IN_BATCH_SHARED])
 def test_cpu_blocks_stay_within_the_cache_sized_block_and_the_budget(mode, batch_size,
                                                                      max_memory):
     for n, dim in PLAN_SIZES:
@@ -289,6 +296,7 @@ EXTREME_CASES = {
     "shared": ("shared", {}),
     "paired": ("paired", {}),
     "in-batch+paired": ("paired", {"in_batch": True}),
+    "in-batch+shared": ("shared", {"in_batch": True}),
 }
 
 
@@ -333,7 +341,7 @@ def test_a_copy_of_an_extreme_positive_ties_with_it(rng, case, scale):
     elif negatives.ndim == 2:
         negatives = negatives.copy()
         negatives[7] = positive[3]
-        copies = {3: 7}
+        copies = {3: 7 if not kwargs else N + 7}
     else:
         negatives = negatives.copy()
         negatives[3, 2] = positive[3]
