@@ -31,8 +31,8 @@ def info_nce(
     """The InfoNCE loss of query/positive pairs, differentiable in its inputs.
 
     Shapes: query (N, d), positive (N, d); negatives None (in-batch: every other
-    positive of the batch), (K, d) (shared by every query) or (N, M, d) (paired;
-    with ``in_batch=True`` pooled with the batch's positives). Returns a scalar,
+    positive of the batch), (K, d) (shared by every query) or (N, M, d) (paired);
+    with ``in_batch=True`` either is pooled with the batch's positives. Returns a scalar,
     or (N,) with ``reduction="none"``. Computed on the inputs' device, in their
     dtype (float32 or better for the reductions).
 

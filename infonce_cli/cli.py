@@ -182,7 +182,7 @@ PosColOpt = Annotated[str | None, typer.Option(metavar="NAME", rich_help_panel=I
 NegColOpt = Annotated[str | None, typer.Option(metavar="NAME", rich_help_panel=INPUTS, help="Embedding column of a --neg Parquet file (a list of vectors per row when paired).", show_default=False)]
 IdColOpt = Annotated[str | None, typer.Option(metavar="NAME", rich_help_panel=INPUTS, help="Id column of the --query (else --pos) Parquet file, for the per-sample output.", show_default=False)]
 SimilarityOpt = Annotated[SimilarityChoice, typer.Option("--similarity", "-s", metavar="NAME", rich_help_panel=ENGINE, help="cosine (rows L2-normalised), dot (raw inner product) or l2 (−squared distance).")]
-InBatchOpt = Annotated[bool, typer.Option("--in-batch", metavar="", rich_help_panel=NEGATIVES, help="Pool the batch's positives with the paired hard negatives (DPR, MNRL).")]
+InBatchOpt = Annotated[bool, typer.Option("--in-batch", metavar="", rich_help_panel=NEGATIVES, help="Pool the batch's positives with --neg: paired hard negatives (DPR, MNRL) or a shared queue (MoCo).")]
 BatchSizeOpt = Annotated[int | None, typer.Option(metavar="INT", rich_help_panel=NEGATIVES, help="Split the pairs into consecutive batches of this size for in-batch negatives, as a training step would.", show_default=False)]
 SymmetricOpt = Annotated[bool, typer.Option("--symmetric", metavar="", rich_help_panel=NEGATIVES, help="Average the query→positive and positive→query losses (CLIP); in-batch only.")]
 DeviceOpt = Annotated[str, typer.Option(metavar="DEVICE", rich_help_panel=ENGINE, help="auto, cpu, cuda or cuda:N.")]

@@ -186,9 +186,9 @@ def engine_options(
 ) -> EngineOptions:
     """Engine options from a request's settings: the device checked, the dtype resolved."""
     if settings.in_batch and inputs.neg is None:
-        raise UsageError(f"{arg('in_batch')} pools the batch with paired negatives: give "
-                         f"{arg('neg')} (N, M, d); without {arg('neg')}, negatives are in-batch "
-                         "already")
+        raise UsageError(f"{arg('in_batch')} pools the batch with the negatives of {arg('neg')} "
+                         f"(paired (N, M, d) or shared (K, d)): give {arg('neg')}; without it, "
+                         "negatives are in-batch already")
     device = resolve_device(settings.device)
     if cluster.world > 1 and device.type == "cuda":
         device = torch.device("cuda", cluster.local_rank)

@@ -214,8 +214,8 @@ ERRORS = [
     (("-q", "queries.npy", "-p", "positives.npy", "--batch-size", "0"), 2,
      "error: --batch-size must be at least 1, got 0"),
     (("-q", "queries.npy", "-p", "positives.npy", "--in-batch"), 2,
-     "error: --in-batch pools the batch with paired negatives: give --neg (N, M, d); without "
-     "--neg, negatives are in-batch already"),
+     "error: --in-batch pools the batch with the negatives of --neg (paired (N, M, d) or shared "
+     "(K, d)): give --neg; without it, negatives are in-batch already"),
     (("-q", "queries.npy", "-p", "positives.npy", "--neg", "distractors.npy", "--symmetric"), 2,
      "error: --symmetric works with in-batch negatives only (leave out --neg)"),
     (("-q", "queries.npy", "-p", "positives.npy", "--max-memory", "lots"), 2,
