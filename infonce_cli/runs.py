@@ -64,16 +64,11 @@ Progress = Callable[[int], AbstractContextManager[Callable[[int], None]]]
 def run_score(request: ScoreRequest, progress: Progress | None = None) -> ScoreResult:
     """Score the request's embeddings at one temperature (or the fitted optimum); raise
     ``GateFailed`` carrying the result when a quality gate is missed."""
+    auto = request.temperature == "auto"
+    tau = 1.0 if auto else float(request.temperature)
     with _cluster(request.engine) as cluster:
-        auto = request.temperature == "auto"
-        tau = 1.0 if auto else float(request.temperature)
-        options = engine_options(request.engine, (tau,), request.masking, request.inputs,
-                                 cluster)
-        with cluster.together():
-            data = load_inputs(request.inputs, options, cluster)
-            ids = masking_ids(data, request.masking, options.device)
-        share = cluster.share(data.n)
-        options = replace(options, query_rows=share) if cluster.world > 1 else options
+        options, data, ids, share = _prepare(request.inputs, request.engine, request.masking,
+                                             (tau,), cluster)
         started = time.perf_counter()
         with _progress(progress, cluster, share) as advance, cluster.together():
             if auto:
@@ -99,13 +94,8 @@ def run_sweep(request: SweepRequest, progress: Progress | None = None) -> SweepR
     temperatures = (grid.temperatures if isinstance(grid.temperatures, tuple)
                     else temperature_grid(grid.min, grid.max, grid.steps, grid.spacing))
     with _cluster(request.engine) as cluster:
-        options = engine_options(request.engine, temperatures[:1], request.masking,
-                                 request.inputs, cluster)
-        with cluster.together():
-            data = load_inputs(request.inputs, options, cluster)
-            ids = masking_ids(data, request.masking, options.device)
-        share = cluster.share(data.n)
-        options = replace(options, query_rows=share) if cluster.world > 1 else options
+        options, data, ids, share = _prepare(request.inputs, request.engine, request.masking,
+                                             temperatures[:1], cluster)
         started = time.perf_counter()
         with _progress(progress, cluster, share) as advance, cluster.together():
             passes = prepare_passes(*data.arrays, options, ids)
@@ -178,6 +168,22 @@ def check_gates(result: ScoreResult, gates: Gates) -> None:
 
 
 # ---------------------------------------------------------------- options
+
+
+def _prepare(
+    inputs: Inputs, settings: EngineSettings, masking: Masking,
+    temperatures: tuple[float, ...], cluster: Cluster,
+) -> tuple[EngineOptions, LoadedInputs, CandidateIds | None, tuple[int, int]]:
+    """Engine options, the loaded inputs, the masking keys and this rank's share of the
+    queries: what every run needs before it scores."""
+    options = engine_options(settings, temperatures, masking, inputs, cluster)
+    with cluster.together():
+        data = load_inputs(inputs, options, cluster)
+        ids = masking_ids(data, masking, options.device)
+    share = cluster.share(data.n)
+    if cluster.world > 1:
+        options = replace(options, query_rows=share)
+    return options, data, ids, share
 
 
 def engine_options(
