@@ -144,16 +144,22 @@ def _refuse_an_input(place: _Place, inputs: _Inputs, label: str) -> None:
                              "choose another path")
 
 
-def _check_location(path: str) -> None:
-    name = printable_path(path)
+def _target_status(path: str, name: str) -> os.stat_result | None:
+    """What an output path names now (None: nothing yet); a directory is refused."""
     try:
-        status: os.stat_result | None = os.stat(path)
+        status = os.stat(path)
     except FileNotFoundError:
-        status = None
+        return None
     except (OSError, ValueError) as exc:
         raise OutputError(_problem(name, exc)) from None
-    if status is not None and stat.S_ISDIR(status.st_mode):
+    if stat.S_ISDIR(status.st_mode):
         raise OutputError(f"{name}: is a directory; give a file name")
+    return status
+
+
+def _check_location(path: str) -> None:
+    name = printable_path(path)
+    status = _target_status(path, name)
     if status is not None and not stat.S_ISREG(status.st_mode):
         return  # a device or a pipe: written directly
     target = os.path.realpath(path)
@@ -194,14 +200,7 @@ def write_atomically(path: str, write: Callable[[IO[bytes]], None]) -> None:
                 stream.flush()
         _write_directly(name, lambda: os.dup(own), write)
         return
-    try:
-        status: os.stat_result | None = os.stat(path)
-    except FileNotFoundError:
-        status = None
-    except (OSError, ValueError) as exc:
-        raise OutputError(_problem(name, exc)) from None
-    if status is not None and stat.S_ISDIR(status.st_mode):
-        raise OutputError(f"{name}: is a directory; give a file name")
+    status = _target_status(path, name)
     if status is not None and not stat.S_ISREG(status.st_mode):
         _write_directly(name, lambda: os.open(path, os.O_WRONLY | os.O_CLOEXEC), write)
         return
