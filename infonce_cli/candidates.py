@@ -29,11 +29,14 @@ class CandidateIds:
     when the keys match. ``negative``: (K,) for a shared pool or (N, M) for paired
     negatives, compared with the query's positive key. ``group`` (N,): rows that share
     a query (several positives); other rows of the group are not in-batch negatives.
+    ``excluded``: (row, column) pairs, sorted by row, of shared-pool candidates that are
+    not negatives of that row (a query's relevant documents in a corpus).
     """
 
     positive: torch.Tensor | None = None
     negative: torch.Tensor | None = None
     group: torch.Tensor | None = None
+    excluded: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 @dataclass
@@ -130,6 +133,7 @@ class SharedCandidates:
             rows = self.reader.block(self.pool, first, last)
             scores = pairwise(queries, rows.prepared, self.reader.similarity)
             drop = _key_matches(row_key, _slice(keys.negative, first, last))
+            drop = _excluded_pairs(keys.excluded, drop, scores, (start, stop), (first, last))
             yield _with_copies(scores, first, drop, None, positive_score, rows, positives,
                                self.matching.mask_duplicates)
 
@@ -225,6 +229,24 @@ def _with_copies(
             scores = scores.to(positive_score.dtype)
             scores.index_put_(copies, positive_score[copies[0]])
     return _finish(scores, first_index, drop, own)
+
+
+def _excluded_pairs(
+    excluded: tuple[torch.Tensor, torch.Tensor] | None, drop: torch.Tensor | None,
+    scores: torch.Tensor, rows: tuple[int, int], columns: tuple[int, int],
+) -> torch.Tensor | None:
+    """``drop`` with the excluded (row, column) pairs that fall in this block marked."""
+    if excluded is None:
+        return drop
+    pair_rows, pair_columns = excluded
+    low, high = (int(i) for i in torch.searchsorted(
+        pair_rows, torch.tensor(rows, device=pair_rows.device)))
+    inside = (pair_columns[low:high] >= columns[0]) & (pair_columns[low:high] < columns[1])
+    if not bool(inside.any()):
+        return drop
+    drop = torch.zeros_like(scores, dtype=torch.bool) if drop is None else drop
+    drop[pair_rows[low:high][inside] - rows[0], pair_columns[low:high][inside] - columns[0]] = True
+    return drop
 
 
 def _slice(keys: torch.Tensor | None, start: int, stop: int) -> torch.Tensor | None:

@@ -1,0 +1,159 @@
+"""Exact full-corpus retrieval: the position of every relevant document of every query in
+the ranking of the whole corpus, and the InfoNCE loss over the corpus, on the streaming
+engine (queries × corpus blocks; no Q × D matrix is held).
+
+Each (query, relevant document) pair is a row scored against the corpus as a shared pool
+of candidates. Its own document is excluded from its candidates (it is the positive),
+and with NT-Xent grouping the query's other positives too; the engine then counts the
+candidates scoring at or above the document. Positions follow one total order per
+query: score descending; at equal scores a non-relevant document comes first (ties count
+against the relevant document, as in ``score``) and relevant documents among themselves
+in corpus-row order. The counts of the excluded relevant documents are added back from
+their own scores, so positions are exact whatever is excluded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from .candidates import CandidateIds
+from .engine import EngineOptions, NegativeMode, PerSampleScores, Rows, score_embeddings
+
+Array = np.ndarray[Any, Any]
+
+
+@dataclass(frozen=True)
+class Judged:
+    """Relevant (query, document) pairs as rows of the query and corpus arrays: relevance
+    ≥ 1, sorted by query row then document row, each pair once."""
+
+    query_row: Array  # (P,) int64
+    doc_row: Array  # (P,) int64
+    relevance: Array  # (P,) int64 ≥ 1
+
+
+@dataclass(frozen=True)
+class RelevantScores:
+    """Per relevant pair (in ``Judged`` order): its exact 1-based position in the query's
+    ranking of the corpus, its score, and, for pairs whose relevance reaches the minimum
+    for a positive, its InfoNCE loss (NaN for the others) and candidate count."""
+
+    position: Array  # (P,) int64
+    score: Array  # (P,) float64
+    loss: Array  # (P,) float64
+    num_candidates: Array  # (P,) int64
+    positive: Array  # (P,) bool: relevance ≥ min_relevance
+    scores: PerSampleScores
+    """The engine's per-pair results (ranks among the candidates left, hardest negatives)."""
+
+
+def relevant_positions(
+    query: Rows, corpus: Rows, judged: Judged, options: EngineOptions,
+    min_relevance: int = 1, supcon: bool = False,
+    on_rows_done: Callable[[int], None] | None = None,
+) -> RelevantScores:
+    """Positions of the relevant documents in each query's ranking of the whole corpus, and
+    the loss of each positive pair (NT-Xent: the query's other positives left out of its
+    denominator; SupCon: kept in).
+
+    Shapes: query (Q, d), corpus (D, d); ``options`` give the similarity, temperature (the
+    first), dtype, device and memory budget (in-batch and symmetric do not apply).
+
+    >>> q = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    >>> docs = np.array([[1.0, 0.1], [0.0, 1.0], [1.0, 0.0]], dtype=np.float32)
+    >>> judged = Judged(np.array([0, 1]), np.array([0, 1]), np.array([1, 2]))
+    >>> out = relevant_positions(q, docs, judged, EngineOptions(temperatures=(1.0,)))
+    >>> out.position.tolist()
+    [2, 1]
+    """
+    positive = judged.relevance >= min_relevance
+    rows_query = _gather(query, judged.query_row)
+    rows_doc = _gather(corpus, judged.doc_row)
+    excluded = _exclusions(judged, positive, supcon)
+    device = options.device
+    ids = CandidateIds(excluded=(torch.from_numpy(excluded[0]).to(device),
+                                 torch.from_numpy(excluded[1]).to(device)))
+    shared = replace(options, in_batch=False, symmetric=False, batch_size=None,
+                     mask_duplicates=False, query_rows=None)
+    scores = score_embeddings(rows_query, rows_doc, corpus, shared, on_rows_done, ids)
+    assert scores.mode is NegativeMode.SHARED
+    score = scores.positive_score.detach().double().cpu().numpy()
+    position = scores.rank.cpu().numpy().astype(np.int64) + _rank_corrections(
+        judged, positive, score, supcon)
+    loss = scores.loss[:, 0].detach().double().cpu().numpy()
+    return RelevantScores(position=position, score=score, loss=np.where(positive, loss, np.nan),
+                          num_candidates=scores.num_candidates.cpu().numpy(),
+                          positive=positive, scores=scores)
+
+
+def _gather(source: Rows, rows: Array) -> Array:
+    """Rows ``rows`` (any order, repeats allowed) of an array or a file reader, read as
+    contiguous runs of the distinct rows they touch."""
+    wanted = np.unique(rows)
+    if wanted.size == 0:
+        return np.empty((0, int(source.shape[-1])), dtype=np.float32)
+    breaks = np.flatnonzero(np.diff(wanted) != 1) + 1
+    parts = [np.asarray(source[int(run[0]):int(run[-1]) + 1])
+             for run in np.split(wanted, breaks)]
+    block = np.concatenate(parts) if len(parts) > 1 else parts[0]
+    return np.ascontiguousarray(block[np.searchsorted(wanted, rows)])
+
+
+def _exclusions(judged: Judged, positive: Array, supcon: bool) -> tuple[Array, Array]:
+    """(pair row, corpus row) of each candidate that is not a negative of the pair: its own
+    document, and with NT-Xent grouping every positive of its query. Sorted by pair row."""
+    pairs = np.arange(len(judged.query_row))
+    if supcon:
+        return pairs, judged.doc_row.astype(np.int64)
+    starts, ends = _query_runs(judged.query_row)
+    rows: list[Array] = []
+    columns: list[Array] = []
+    for start, end in zip(starts, ends, strict=True):
+        members = pairs[start:end]
+        docs = judged.doc_row[start:end]
+        group = np.union1d(docs[positive[start:end]], np.array([], dtype=np.int64))
+        for pair, doc in zip(members, docs, strict=True):
+            excluded = group if doc in group else np.union1d(group, [doc])
+            rows.append(np.full(len(excluded), pair, dtype=np.int64))
+            columns.append(excluded.astype(np.int64))
+    return np.concatenate(rows), np.concatenate(columns)
+
+
+def _query_runs(query_row: Array) -> tuple[Array, Array]:
+    """Start and end of each query's run of pairs (pairs are sorted by query)."""
+    starts = np.flatnonzero(np.r_[True, query_row[1:] != query_row[:-1]])
+    return starts, np.r_[starts[1:], len(query_row)]
+
+
+def _rank_corrections(judged: Judged, positive: Array, score: Array, supcon: bool) -> Array:
+    """What turns the engine's rank (1 + candidates scoring at or above the document) into
+    the position in the total order: relevant documents tied with the document count only
+    when they come first in corpus order, and excluded positives count when they score
+    above it (or tie and come first)."""
+    correction = np.zeros(len(score), dtype=np.int64)
+    starts, ends = _query_runs(judged.query_row)
+    for start, end in zip(starts, ends, strict=True):
+        if end - start == 1:
+            continue
+        s = score[start:end]
+        row = judged.doc_row[start:end]
+        excluded_other = (np.ones(end - start, dtype=bool) if supcon
+                          else positive[start:end])
+        # [i, j]: document j is another relevant document of document i's query.
+        other = ~np.eye(end - start, dtype=bool)
+        tied = (s[None, :] == s[:, None]) & other
+        before = (s[None, :] > s[:, None]) | (tied & (row[None, :] < row[:, None]))
+        if supcon:
+            # Every other relevant document was a candidate: a tie counted against the
+            # document whatever the corpus order; keep only those that come first.
+            correction[start:end] -= (tied & (row[None, :] > row[:, None])).sum(axis=1)
+            continue
+        counted = ~excluded_other[None, :] & other  # relevant, but a candidate
+        correction[start:end] -= (tied & counted & (row[None, :] > row[:, None])).sum(axis=1)
+        correction[start:end] += (before & excluded_other[None, :]).sum(axis=1)
+    return correction

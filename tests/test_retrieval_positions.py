@@ -1,0 +1,107 @@
+"""Exact positions of relevant documents in the ranking of a whole corpus, and the loss over
+the corpus, against a brute-force float64 argsort and loop."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from infonce_cli.engine import EngineOptions
+from infonce_cli.retrieval import Judged, relevant_positions
+
+Q, D, DIM = 30, 400, 16
+
+
+def _data(rng, duplicates: bool):
+    query = rng.normal(size=(Q, DIM)).astype(np.float32)
+    corpus = rng.normal(size=(D, DIM)).astype(np.float32)
+    pairs = {}
+    for q in range(Q):
+        for doc in rng.choice(D, size=int(rng.integers(1, 5)), replace=False):
+            pairs[(q, int(doc))] = int(rng.integers(1, 4))
+        corpus[next(iter(d for (qq, d) in pairs if qq == q))] = query[q] + rng.normal(
+            scale=0.5, size=DIM)
+    if duplicates:
+        # Bit-identical copies: of relevant documents (relevant and not), and of others.
+        for q in range(0, Q, 3):
+            docs = [d for (qq, d) in pairs if qq == q]
+            corpus[(docs[0] + 7) % D] = corpus[docs[0]]
+            if len(docs) > 1:
+                corpus[docs[1]] = corpus[docs[0]]
+    keys = sorted(pairs)
+    judged = Judged(np.array([k[0] for k in keys]), np.array([k[1] for k in keys]),
+                    np.array([pairs[k] for k in keys]))
+    return query, corpus, judged
+
+
+def _cosine(query, corpus):
+    q = query.astype(np.float64)
+    c = corpus.astype(np.float64)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    c /= np.linalg.norm(c, axis=1, keepdims=True)
+    return q @ c.T
+
+
+def _reference_positions(scores, judged):
+    """Position of each relevant document in the total order: score descending, then
+    non-relevant before relevant, then corpus row."""
+    out = []
+    for q, doc in zip(judged.query_row, judged.doc_row, strict=True):
+        relevant = np.zeros(scores.shape[1], dtype=bool)
+        relevant[judged.doc_row[judged.query_row == q]] = True
+        order = np.lexsort((np.arange(scores.shape[1]), relevant, -scores[q]))
+        out.append(int(np.flatnonzero(order == doc)[0]) + 1)
+    return np.array(out)
+
+
+def _reference_loss(scores, judged, temperature, min_relevance, supcon):
+    losses = []
+    for q, doc, rel in zip(judged.query_row, judged.doc_row, judged.relevance, strict=True):
+        if rel < min_relevance:
+            losses.append(math.nan)
+            continue
+        positives = judged.doc_row[(judged.query_row == q) & (judged.relevance >= min_relevance)]
+        keep = np.ones(scores.shape[1], dtype=bool)
+        if not supcon:
+            keep[positives] = False
+            keep[doc] = True
+        logits = scores[q, keep] / temperature
+        top = logits.max()
+        losses.append(top + math.log(np.exp(logits - top).sum()) - scores[q, doc] / temperature)
+    return np.array(losses)
+
+
+@pytest.mark.parametrize("duplicates", [False, True])
+@pytest.mark.parametrize("supcon", [False, True])
+@pytest.mark.parametrize("min_relevance", [1, 2])
+def test_positions_and_losses_match_brute_force(duplicates, supcon, min_relevance):
+    rng = np.random.default_rng(11)
+    query, corpus, judged = _data(rng, duplicates)
+    options = EngineOptions(temperatures=(0.1,), max_memory=2**20)
+    out = relevant_positions(query, corpus, judged, options, min_relevance=min_relevance,
+                             supcon=supcon)
+    scores = _cosine(query, corpus)
+    tied = [(scores[q] == scores[q, d]).sum() - 1 for q, d in zip(judged.query_row,
+                                                                  judged.doc_row, strict=True)]
+    assert (sum(tied) > 10) == duplicates  # copies of relevant documents tie exactly
+    np.testing.assert_array_equal(out.position, _reference_positions(scores, judged))
+    want = _reference_loss(scores, judged, 0.1, min_relevance, supcon)
+    np.testing.assert_allclose(out.loss, want, rtol=1e-5, atol=1e-5)
+    assert np.array_equal(out.positive, judged.relevance >= min_relevance)
+    # Positions are a total order: distinct within each query.
+    for q in np.unique(judged.query_row):
+        mine = out.position[judged.query_row == q]
+        assert len(set(mine.tolist())) == len(mine)
+
+
+def test_positions_do_not_depend_on_block_sizes_or_the_reader():
+    rng = np.random.default_rng(5)
+    query, corpus, judged = _data(rng, True)
+    small = relevant_positions(query, corpus, judged,
+                               EngineOptions(temperatures=(0.05,), max_memory=2**20))
+    large = relevant_positions(query, corpus, judged,
+                               EngineOptions(temperatures=(0.05,), max_memory=2**30))
+    np.testing.assert_array_equal(small.position, large.position)
+    np.testing.assert_allclose(small.loss, large.loss, rtol=1e-6)
