@@ -22,7 +22,16 @@ import numpy as np
 import torch
 
 from .candidates import CandidateIds
-from .engine import EngineOptions, NegativeMode, PerSampleScores, Rows, score_embeddings
+from .engine import (
+    EngineOptions,
+    NegativeMode,
+    PerSampleScores,
+    Rows,
+    plan_blocks,
+    score_embeddings,
+)
+from .rows import RowReader
+from .similarity import pairwise, prepare_rows, reduction_dtype
 
 Array = np.ndarray[Any, Any]
 
@@ -157,3 +166,53 @@ def _rank_corrections(judged: Judged, positive: Array, score: Array, supcon: boo
         correction[start:end] -= (tied & counted & (row[None, :] > row[:, None])).sum(axis=1)
         correction[start:end] += (before & excluded_other[None, :]).sum(axis=1)
     return correction
+
+
+def top_documents(
+    query: Rows, corpus: Rows, options: EngineOptions, k: int,
+    on_rows_done: Callable[[int], None] | None = None,
+) -> tuple[Array, Array]:
+    """The ``k`` best-scoring corpus rows of every query and their scores, best first (equal
+    scores by corpus row), from one streamed pass: each corpus block's ``topk`` is merged
+    with the running one, so no Q × D matrix is held.
+
+    Shapes: query (Q, d), corpus (D, d) → scores (Q, k') float64 and rows (Q, k') int64,
+    k' = min(k, D).
+
+    >>> q = np.array([[1.0, 0.0]], dtype=np.float32)
+    >>> docs = np.array([[0.0, 1.0], [1.0, 0.0], [1.0, 1.0]], dtype=np.float32)
+    >>> scores, rows = top_documents(q, docs, EngineOptions(), 2)
+    >>> rows.tolist(), scores.round(4).tolist()
+    ([[1, 2]], [[1.0, 0.7071]])
+    """
+    reader = RowReader(options.similarity, options.dtype, options.device)
+    n, total = int(query.shape[0]), int(corpus.shape[0])
+    k = min(k, total)
+    plan = plan_blocks(n, int(query.shape[-1]), NegativeMode.SHARED, 0,
+                       options.device.type, options.max_memory, None)
+    candidate_block = max(plan.candidate_block, k)
+    dtype = reduction_dtype(options.dtype)
+    best_scores = np.empty((n, k))
+    best_rows = np.empty((n, k), dtype=np.int64)
+    with torch.no_grad():
+        for start in range(0, n, plan.query_block):
+            stop = min(start + plan.query_block, n)
+            queries = prepare_rows(reader.raw(query, start, stop), options.similarity)
+            scores = torch.empty((stop - start, 0), dtype=dtype, device=options.device)
+            rows = torch.empty((stop - start, 0), dtype=torch.int64, device=options.device)
+            for first in range(0, total, candidate_block):
+                last = min(first + candidate_block, total)
+                block = pairwise(queries, reader.block(corpus, first, last).prepared,
+                                 options.similarity).to(dtype)
+                columns = torch.arange(first, last, device=options.device).expand_as(block)
+                scores, picked = torch.cat([scores, block], dim=1).topk(
+                    min(k, scores.shape[1] + block.shape[1]), dim=1)
+                rows = torch.cat([rows, columns], dim=1).gather(1, picked)
+            found_scores = scores.double().cpu().numpy()
+            found_rows = rows.cpu().numpy()
+            order = np.lexsort((found_rows, -found_scores), axis=1)
+            best_scores[start:stop] = np.take_along_axis(found_scores, order, axis=1)
+            best_rows[start:stop] = np.take_along_axis(found_rows, order, axis=1)
+            if on_rows_done is not None:
+                on_rows_done(stop - start)
+    return best_scores, best_rows

@@ -105,3 +105,17 @@ def test_positions_do_not_depend_on_block_sizes_or_the_reader():
                                EngineOptions(temperatures=(0.05,), max_memory=2**30))
     np.testing.assert_array_equal(small.position, large.position)
     np.testing.assert_allclose(small.loss, large.loss, rtol=1e-6)
+
+
+@pytest.mark.parametrize("max_memory", [2**20, 2**30])
+def test_top_documents_match_a_float64_argsort(max_memory):
+    from infonce_cli.retrieval import top_documents
+
+    rng = np.random.default_rng(3)
+    query, corpus, _ = _data(rng, duplicates=False)
+    scores, rows = top_documents(query, corpus, EngineOptions(max_memory=max_memory), 25)
+    reference = _cosine(query, corpus)
+    want = np.argsort(-reference, axis=1, kind="stable")[:, :25]
+    np.testing.assert_array_equal(rows, want)
+    np.testing.assert_allclose(scores, np.take_along_axis(reference, want, axis=1), atol=1e-6)
+    assert (np.diff(scores, axis=1) <= 0).all()
