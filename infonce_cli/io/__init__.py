@@ -1,5 +1,5 @@
-"""Files in and out: embeddings and ids from .npy, .npz, Parquet and Arrow IPC, checks
-on them, and outputs written whole.
+"""Files in and out: embeddings and ids from .npy, .npz, Parquet and Arrow IPC, retrieval
+qrels, checks on them, and outputs written whole.
 
 NumPy and pyarrow only: no torch, rich or typer; pyarrow is imported only where a
 table is read. Every problem is an ``InputError``/``OutputError``/``UsageError``
@@ -10,6 +10,8 @@ checked before any data is read, and pickles are never loaded.
 - :mod:`.sources`: what a path names (a file, ``-``, a pipe, a Parquet directory or a
   glob pattern) and what its first bytes say it holds;
 - :mod:`.npy`, :mod:`.tables`: the readers of rows; :mod:`.loading`: what callers load;
+- :mod:`.qrels`: retrieval judgements (BEIR TSV, TREC, JSONL, Parquet, Arrow) and lists
+  of row ids, as text;
 - :mod:`.checks`: shapes, dtypes, NaN/Inf and zero-norm rows;
 - :mod:`.outputs`: outputs checked before a run and written atomically.
 
@@ -40,6 +42,7 @@ from .loading import (
 )
 from .npy import NpyRows
 from .outputs import check_output_path, check_outputs, write_atomically
+from .qrels import DEFAULT_ID_COLUMNS, Qrels, default_id_column, load_qrels, load_row_ids
 from .sources import PARQUET_SUFFIXES, Format, forget_streams, printable_path
 from .tables import TableRows
 
@@ -54,12 +57,14 @@ of NAME`` when writing one has waited as long for a reader."""
 wait_notice_seconds: float = 2.0
 
 __all__ = [
+    "DEFAULT_ID_COLUMNS",
     "FLOAT_DTYPES",
     "PARQUET_SUFFIXES",
     "Embeddings",
     "Format",
     "NpyRows",
     "ParquetRows",
+    "Qrels",
     "RowStats",
     "TableRows",
     "check_float_array",
@@ -67,12 +72,15 @@ __all__ = [
     "check_outputs",
     "check_pairs",
     "check_values",
+    "default_id_column",
     "describe_file",
     "forget_streams",
     "is_parquet",
     "load_embeddings",
     "load_id_array",
     "load_ids",
+    "load_qrels",
+    "load_row_ids",
     "on_wait",
     "parquet_files",
     "printable_path",
