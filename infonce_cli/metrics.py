@@ -6,11 +6,15 @@ negatives scoring at or above it (ties count against the positive).
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Iterable
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
 
-from .results import LossStats, PerQuery, RetrievalMetrics
+from .errors import InputError, UsageError, arg
+from .results import GradedMetrics, LossStats, PerQuery, RetrievalMetrics
 
 DEFAULT_RECALL_AT = (1, 5, 10)
 MI_NEAR_CEILING = 0.9
@@ -137,3 +141,216 @@ def group_means(groups: np.ndarray[Any, Any], values: np.ndarray[Any, Any]) -> F
     """
     _, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
     return np.bincount(inverse, weights=values) / counts
+
+
+class Gain(StrEnum):
+    """The gain of a relevance grade in DCG."""
+
+    LINEAR = "linear"
+    """rel: trec_eval ``ndcg_cut``, ranx ``ndcg`` (Järvelin and Kekäläinen 2002)."""
+    EXPONENTIAL = "exponential"
+    """2^rel − 1: ranx ``ndcg_burges`` (Burges et al. 2005)."""
+
+
+DEFAULT_GRADED_AT = (1, 5, 10, 100)
+
+IntArray = np.ndarray[Any, np.dtype[np.int64]]
+
+
+def graded_metrics(
+    query_index: np.ndarray[Any, Any],
+    position: np.ndarray[Any, Any],
+    relevance: np.ndarray[Any, Any],
+    num_queries: int,
+    *,
+    ideal_query_index: np.ndarray[Any, Any] | None = None,
+    ideal_relevance: np.ndarray[Any, Any] | None = None,
+    at: Iterable[int] = DEFAULT_GRADED_AT,
+    gain: Gain | str = Gain.LINEAR,
+) -> GradedMetrics:
+    """nDCG, recall, precision, MRR, MAP and hit rate at each cut-off k, with MRR, MAP and
+    R-precision over the whole ranking, per query and averaged (trec_eval/ranx definitions).
+
+    The input is one entry per (query, relevant document) pair, flat arrays of length P:
+    ``query_index`` (P,) in 0..num_queries−1, ``position`` (P,) the document's 1-based
+    place in the query's ranking of the whole corpus (distinct within a query: a total
+    order, ties already broken against the relevant documents) and ``relevance`` (P,) its
+    grade ≥ 1. The ideal ranking comes from the qrels: ``ideal_query_index`` (J,) and
+    ``ideal_relevance`` (J,) hold the grade ≥ 1 of every judged relevant document of every
+    query, ranked or not (a qrels line may name a document missing from the corpus); left
+    out, the ranked pairs are the ideal. R, a query's number of relevant documents, is its
+    count there.
+
+    Every query must have R ≥ 1. ranx and trec_eval average a query without a relevant
+    document in as 0, which measures the qrels rather than the ranking: leave such queries
+    out before the call, and report how many were left out.
+
+    Per query, with DCG@k = Σ_{position ≤ k} gain(rel) / log2(1 + position) and IDCG@k the
+    DCG@k of the query's ideal grades sorted by falling gain:
+
+    - ``ndcg@k`` = DCG@k / IDCG@k, gain ``linear`` (rel) or ``exponential`` (2^rel − 1);
+    - ``recall@k`` = hits@k / R; ``precision@k`` = hits@k / k (k even when k > R);
+    - ``mrr@k`` = 1 / the first relevant position if it is ≤ k, else 0; ``mrr`` without k;
+    - ``map@k`` = Σ_{relevant at position r ≤ k} precision@r / R (R, not min(k, R), as
+      ranx and trec_eval ``map_cut``); ``map`` the same over the whole ranking;
+    - ``r_precision`` = hits@R / R; ``hit_rate@k`` = 1 if any relevant position ≤ k.
+
+    ``per_query`` holds these columns (float64, one value per query); the fields hold
+    their means. Cut-offs ``at`` are whole numbers ≥ 1.
+
+    >>> m = graded_metrics(np.array([0, 0, 1]), np.array([1, 3, 2]), np.array([1, 3, 2]), 2,
+    ...                    ideal_query_index=np.array([0, 0, 1, 1]),
+    ...                    ideal_relevance=np.array([1, 3, 2, 1]), at=(1, 3))
+    >>> m.per_query["ndcg@3"].round(4).tolist(), round(m.ndcg_at[3], 4)
+    ([0.6885, 0.4796], 0.5841)
+    >>> m.per_query["map"].tolist(), m.per_query["r_precision"].tolist(), m.mrr_at
+    ([0.8333333333333333, 0.25], [0.5, 0.5], {1: 0.5, 3: 0.75})
+    """
+    gain = _gain(gain)
+    cutoffs = _cutoffs(at)
+    query = _int_vector("query_index", query_index)
+    place = _int_vector("position", position)
+    grade = _int_vector("relevance", relevance)
+    _same_length(("query_index", query), ("position", place), ("relevance", grade))
+    if ideal_query_index is None and ideal_relevance is None:
+        ideal_query, ideal_grade = query, grade
+    elif ideal_query_index is None or ideal_relevance is None:
+        raise UsageError(f"give both {arg('ideal_query_index')} and {arg('ideal_relevance')}, "
+                         "or neither")
+    else:
+        ideal_query = _int_vector("ideal_query_index", ideal_query_index)
+        ideal_grade = _int_vector("ideal_relevance", ideal_relevance)
+        _same_length(("ideal_query_index", ideal_query), ("ideal_relevance", ideal_grade))
+    if isinstance(num_queries, bool) or operator.index(num_queries) < 1:
+        raise UsageError(f"{arg('num_queries')} must be at least 1, got {num_queries}")
+    num_queries = operator.index(num_queries)
+    _in_range("query_index", query, 0, num_queries - 1)
+    _in_range("ideal_query_index", ideal_query, 0, num_queries - 1)
+    _in_range("position", place, 1, None)
+    _in_range("relevance", grade, 1, None)
+    _in_range("ideal_relevance", ideal_grade, 1, None)
+
+    num_relevant = np.bincount(ideal_query, minlength=num_queries)
+    ranked = np.bincount(query, minlength=num_queries)
+    if (num_relevant == 0).any():
+        first = int(np.argmin(num_relevant))
+        raise InputError(f"query {first} has no relevant document: leave queries without "
+                         "one out of the graded metrics")
+    if (ranked > num_relevant).any():
+        first = int(np.argmax(ranked > num_relevant))
+        raise InputError(f"query {first} has {ranked[first]} ranked relevant documents but "
+                         f"{num_relevant[first]} in its ideal grades")
+
+    order = np.lexsort((place, query))
+    query, place, grade = query[order], place[order], grade[order]
+    starts = np.cumsum(ranked) - ranked
+    repeated = (query[1:] == query[:-1]) & (place[1:] == place[:-1])
+    if repeated.any():
+        first = int(np.argmax(repeated))
+        raise InputError(f"query {query[first]} has two relevant documents at position "
+                         f"{place[first]}: positions must be distinct within a query")
+    # How many relevant documents sit at or above each one (1-based): precision there.
+    hits_so_far = np.arange(1, len(query) + 1) - starts[query]
+    precision_here = hits_so_far / place
+    discounted_gain = _gain_values(grade, gain) / np.log2(1.0 + place)
+
+    ideal_order = np.lexsort((-ideal_grade, ideal_query))
+    ideal_query = ideal_query[ideal_order]
+    ideal_place = np.arange(1, len(ideal_query) + 1) - (np.cumsum(num_relevant)
+                                                         - num_relevant)[ideal_query]
+    ideal_discounted_gain = (_gain_values(ideal_grade[ideal_order], gain)
+                             / np.log2(1.0 + ideal_place))
+
+    def per_query_sum(weights: np.ndarray[Any, Any], index: IntArray = query) -> FloatArray:
+        return np.bincount(index, weights=weights, minlength=num_queries).astype(np.float64,
+                                                                                 copy=False)
+
+    relevant = num_relevant.astype(np.float64)
+    first_place = np.full(num_queries, np.inf)
+    first_place[ranked > 0] = place[starts[ranked > 0]]
+    columns: dict[str, FloatArray] = {}
+    hits_at = {k: per_query_sum((place <= k).astype(np.float64)) for k in cutoffs}
+    for k in cutoffs:
+        columns[f"ndcg@{k}"] = (
+            per_query_sum(np.where(place <= k, discounted_gain, 0.0))
+            / per_query_sum(np.where(ideal_place <= k, ideal_discounted_gain, 0.0), ideal_query))
+    for k in cutoffs:
+        columns[f"recall@{k}"] = hits_at[k] / relevant
+    for k in cutoffs:
+        columns[f"precision@{k}"] = hits_at[k] / k
+    for k in cutoffs:
+        columns[f"mrr@{k}"] = np.where(first_place <= k, 1.0 / first_place, 0.0)
+    columns["mrr"] = 1.0 / first_place
+    columns["map"] = per_query_sum(precision_here) / relevant
+    for k in cutoffs:
+        columns[f"map@{k}"] = per_query_sum(np.where(place <= k, precision_here, 0.0)) / relevant
+    columns["r_precision"] = (per_query_sum((place <= num_relevant[query]).astype(np.float64))
+                              / relevant)
+    for k in cutoffs:
+        columns[f"hit_rate@{k}"] = (hits_at[k] > 0).astype(np.float64)
+
+    def mean_at(name: str) -> dict[int, float]:
+        return {k: float(columns[f"{name}@{k}"].mean()) for k in cutoffs}
+
+    return GradedMetrics(
+        queries=num_queries,
+        gain=str(gain),
+        ndcg_at=mean_at("ndcg"),
+        recall_at=mean_at("recall"),
+        precision_at=mean_at("precision"),
+        mrr_at=mean_at("mrr"),
+        mrr=float(columns["mrr"].mean()),
+        map=float(columns["map"].mean()),
+        map_at=mean_at("map"),
+        r_precision=float(columns["r_precision"].mean()),
+        hit_rate_at=mean_at("hit_rate"),
+        per_query=columns,
+    )
+
+
+def _gain(gain: Gain | str) -> Gain:
+    try:
+        return Gain(gain)
+    except ValueError:
+        choices = ", ".join(member.value for member in Gain)
+        raise UsageError(f"{arg('gain')} must be one of {choices}, got {gain!r}") from None
+
+
+def _cutoffs(at: Iterable[int]) -> tuple[int, ...]:
+    cutoffs = tuple(at)
+    if not cutoffs:
+        raise UsageError(f"{arg('at')}: give at least one cut-off")
+    for k in cutoffs:
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+            raise UsageError(f"{arg('at')}: every cut-off must be a whole number ≥ 1, got {k!r}")
+    return tuple(sorted({int(k) for k in cutoffs}))
+
+
+def _int_vector(name: str, values: np.ndarray[Any, Any]) -> IntArray:
+    array = np.asarray(values)
+    if array.ndim != 1:
+        raise InputError(f"{name}: expected a 1-D integer array, got shape {array.shape}")
+    if array.size and not np.issubdtype(array.dtype, np.integer):
+        raise InputError(f"{name}: expected a 1-D integer array, got dtype {array.dtype}")
+    return array.astype(np.int64, copy=False)
+
+
+def _same_length(*named: tuple[str, IntArray]) -> None:
+    lengths = {len(array) for _, array in named}
+    if len(lengths) > 1:
+        shown = ", ".join(f"{name} {len(array)}" for name, array in named)
+        raise InputError(f"expected arrays of one length, got {shown}")
+
+
+def _in_range(name: str, values: IntArray, low: int, high: int | None) -> None:
+    outside = values < low if high is None else (values < low) | (values > high)
+    if outside.any():
+        first = int(np.argmax(outside))
+        bound = f"≥ {low}" if high is None else f"between {low} and {high}"
+        raise InputError(f"{name} must be {bound}, got {values[first]} at index {first}")
+
+
+def _gain_values(grade: IntArray, gain: Gain) -> FloatArray:
+    if gain is Gain.LINEAR:
+        return grade.astype(np.float64)
+    return np.power(2.0, grade.astype(np.float64)) - 1.0

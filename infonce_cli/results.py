@@ -329,3 +329,46 @@ class CompareResult:
             "seconds": self.run_a.seconds + self.run_b.seconds,
             "notes": [str(note) for note in self.notes],
         }
+
+
+@dataclass(frozen=True)
+class GradedMetrics:
+    """Graded retrieval metrics (trec_eval/ranx definitions) averaged over the queries that
+    have at least one relevant document; cut-off metrics are keyed by k.
+
+    ``gain`` names the nDCG gain: ``linear`` (rel, ranx ``ndcg``, trec_eval ``ndcg_cut``)
+    or ``exponential`` (2^rel − 1, ranx ``ndcg_burges``).
+    """
+
+    queries: int
+    gain: str
+    ndcg_at: dict[int, float]
+    recall_at: dict[int, float]
+    precision_at: dict[int, float]
+    mrr_at: dict[int, float]
+    mrr: float
+    map: float
+    map_at: dict[int, float]
+    r_precision: float
+    hit_rate_at: dict[int, float]
+    per_query: PerSampleColumns = field(default_factory=dict, compare=False, repr=False)
+    """One value per query (name → a NumPy array, query order), named as ranx names its
+    metrics: ``ndcg@10``, ``map``, ``r_precision``…; not in to_dict()."""
+
+    def to_dict(self) -> dict[str, Any]:
+        def by_k(values: dict[int, float]) -> dict[str, float]:
+            return {str(k): v for k, v in sorted(values.items())}
+
+        return {
+            "queries": self.queries,
+            "gain": self.gain,
+            "ndcg_at": by_k(self.ndcg_at),
+            "recall_at": by_k(self.recall_at),
+            "precision_at": by_k(self.precision_at),
+            "mrr_at": by_k(self.mrr_at),
+            "mrr": self.mrr,
+            "map": self.map,
+            "map_at": by_k(self.map_at),
+            "r_precision": self.r_precision,
+            "hit_rate_at": by_k(self.hit_rate_at),
+        }
