@@ -23,6 +23,10 @@ _LAZY = {
     "score": "api",
     "sweep": "api",
     "compare": "api",
+    "retrieval": "api",
+    "run_retrieval": "runs",
+    "RetrievalRequest": "requests",
+    "RetrievalResult": "results",
     "run_score": "runs",
     "run_sweep": "runs",
     "run_compare": "runs",
@@ -62,8 +66,12 @@ __all__ = [
     "SweepRequest",
     "SweepResult",
     "__version__",
+    "RetrievalRequest",
+    "RetrievalResult",
     "compare",
     "info_nce",
+    "retrieval",
+    "run_retrieval",
     "run_compare",
     "run_score",
     "run_sweep",
@@ -72,7 +80,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from .api import compare, info_nce, score, sweep
+    from .api import compare, info_nce, retrieval, score, sweep
     from .engine import EngineOptions
     from .errors import GateFailed, InfonceError
     from .requests import (
@@ -83,11 +91,12 @@ if TYPE_CHECKING:
         Inputs,
         Masking,
         Report,
+        RetrievalRequest,
         ScoreRequest,
         SweepRequest,
     )
-    from .results import CompareResult, ScoreResult, SweepResult
-    from .runs import run_compare, run_score, run_sweep
+    from .results import CompareResult, RetrievalResult, ScoreResult, SweepResult
+    from .runs import run_compare, run_retrieval, run_score, run_sweep
     from .similarity import Similarity
 
 

@@ -10,9 +10,9 @@ import torch
 
 from .engine import EngineOptions, score_embeddings
 from .errors import UsageError, arg
-from .requests import Source, compare_request, score_request, sweep_request
-from .results import CompareResult, ScoreResult, SweepResult
-from .runs import run_compare, run_score, run_sweep
+from .requests import Source, compare_request, retrieval_request, score_request, sweep_request
+from .results import CompareResult, RetrievalResult, ScoreResult, SweepResult
+from .runs import run_compare, run_retrieval, run_score, run_sweep
 from .similarity import Similarity
 
 
@@ -105,6 +105,14 @@ def compare(query_a: Source, pos_a: Source, query_b: Source, pos_b: Source,
     apply to both models), and its result: A, B and B − A per metric with paired-bootstrap
     intervals and permutation p-values."""
     return run_compare(compare_request(query_a, pos_a, query_b, pos_b, neg_a, neg_b, **options))
+
+
+def retrieval(query: Source, corpus: Source, qrels: str, **options: Any) -> RetrievalResult:
+    """Exact retrieval over a whole corpus: every option of ``infonce retrieval`` (ids,
+    ``at``, ``gain``, ``min_relevance``, ``multi_positive``, ``temperature``, ``run=True``
+    for the top-k lists in ``result.top``, …) and its result; per-query metrics are in
+    ``result.per_query``."""
+    return run_retrieval(retrieval_request(query, corpus, qrels, **options))
 
 
 def _check_temperature(temperature: float) -> float:

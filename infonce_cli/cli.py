@@ -209,7 +209,8 @@ PerSampleOpt = Annotated[str | None, typer.Option(metavar="PATH", rich_help_pane
 QuietOpt = Annotated[bool, typer.Option("--quiet", metavar="", rich_help_panel=OUTPUTS, help="No progress bar or notes on stderr.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", metavar="", rich_help_panel=OUTPUTS, help="Show the traceback of an error.")]
 
-_CLI_ONLY = ("fmt", "output", "per_sample", "plot", "quiet", "debug")
+_CLI_ONLY = ("fmt", "output", "per_sample", "plot", "quiet", "debug", "run_file", "run_tag",
+             "per_query")
 """Parameters that say where and how results are shown, not what is computed."""
 
 
@@ -475,6 +476,69 @@ def compare(
             render.print_notes(result.notes)
 
     _command(build, _runner("run_compare", quiet), show, debug)
+
+
+@app.command(cls=_Command, epilog="Examples:\n\n  infonce retrieval -q queries.parquet -c corpus.parquet --qrels qrels.tsv --format table\n\n  infonce retrieval -q q.parquet -c c.parquet --qrels qrels.trec --run run.trec --fail-below ndcg_at_10=0.3")
+def retrieval(
+    query: Annotated[str, typer.Option("--query", "-q", metavar="PATH", rich_help_panel=INPUTS, help="Query embeddings (Q, d): .npy, .npz, Parquet or Arrow; - for stdin.", show_default=False)],
+    corpus: Annotated[str, typer.Option("--corpus", "-c", metavar="PATH", rich_help_panel=INPUTS, help="Corpus embeddings (D, d): every document is a candidate of every query.", show_default=False)],
+    qrels: Annotated[str, typer.Option(metavar="PATH", rich_help_panel=INPUTS, help="Relevance judgements: BEIR TSV, TREC qrels, JSONL or Parquet (detected by content).", show_default=False)],
+    query_key: QueryKeyOpt = None,
+    corpus_key: Annotated[str | None, typer.Option(metavar="NAME", rich_help_panel=INPUTS, help="Array name inside a --corpus .npz file.", show_default=False)] = None,
+    query_col: QueryColOpt = None,
+    corpus_col: Annotated[str | None, typer.Option(metavar="NAME", rich_help_panel=INPUTS, help="Embedding column of a --corpus Parquet file (default: its only list column).", show_default=False)] = None,
+    query_ids: Annotated[str | None, typer.Option(metavar="PATH", rich_help_panel=INPUTS, help="Query ids: a text file of one id per line, or .npy (default: an id column of a Parquet --query, else the row numbers).", show_default=False)] = None,
+    corpus_ids: Annotated[str | None, typer.Option(metavar="PATH", rich_help_panel=INPUTS, help="Document ids, as --query-ids.", show_default=False)] = None,
+    query_id_col: Annotated[str | None, typer.Option(metavar="NAME", rich_help_panel=INPUTS, help="Id column of a Parquet --query (default: the one named id, _id or query-id).", show_default=False)] = None,
+    corpus_id_col: Annotated[str | None, typer.Option(metavar="NAME", rich_help_panel=INPUTS, help="Id column of a Parquet --corpus (default: the one named id, _id or corpus-id).", show_default=False)] = None,
+    ignore_unknown: Annotated[bool, typer.Option("--ignore-unknown", metavar="", rich_help_panel=INPUTS, help="Drop (and count) judgements naming a query or document that is not in the inputs, instead of refusing them.")] = False,
+    temperature: Annotated[str, typer.Option("--temperature", "-t", metavar="FLOAT|auto", rich_help_panel=ENGINE, help="Temperature τ > 0 of the loss over the corpus, or auto to fit it.")] = "0.05",
+    multi_positive: MultiPositiveOpt = MultiPositive.NTXENT,
+    min_relevance: Annotated[int, typer.Option(metavar="INT", rich_help_panel=REPORT, help="Relevance a document needs to be a positive of the loss (metrics count relevance ≥ 1).")] = 1,
+    at: Annotated[str, typer.Option(metavar="LIST", rich_help_panel=REPORT, help="Cut-offs k of the metrics, comma-separated.")] = "1,5,10,100",
+    gain: Annotated[str, typer.Option(metavar="GAIN", rich_help_panel=REPORT, help="nDCG gain of a relevance grade: linear (rel) or exponential (2^rel − 1).")] = "linear",
+    top_k: Annotated[int, typer.Option(metavar="K", rich_help_panel=OUTPUTS, help="Documents per query in the --run file.")] = 100,
+    similarity: SimilarityOpt = SimilarityChoice.COSINE,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = DtypeChoice.FLOAT32,
+    allow_tf32: AllowTf32Opt = False,
+    max_memory: MaxMemoryOpt = "512MiB",
+    fmt: FormatOpt = OutputFormat.AUTO,
+    output: OutputOpt = None,
+    run_file: Annotated[str | None, typer.Option("--run", metavar="PATH", rich_help_panel=OUTPUTS, help="Write the top-k documents of every query as a TREC run file (qid Q0 docid rank score tag), or - for stdout.", show_default=False)] = None,
+    run_tag: Annotated[str, typer.Option(metavar="TAG", rich_help_panel=OUTPUTS, help="The tag column of the --run file.")] = "infonce",
+    per_query: Annotated[str | None, typer.Option(metavar="PATH", rich_help_panel=OUTPUTS, help="Write every query's metrics to a .parquet, .csv or .jsonl file.", show_default=False)] = None,
+    fail_below: Annotated[str | None, typer.Option(metavar="METRIC=VALUE", rich_help_panel=GATES, help="Exit 3 when a metric is below a value (0 to 1), e.g. ndcg_at_10=0.4; comma-separated for several.", show_default=False)] = None,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Exact retrieval over a whole corpus from queries, a corpus and qrels: graded metrics, InfoNCE over the corpus, a TREC run."""
+    options = _options(locals(), "query", "corpus", "qrels")
+    options["run"] = run_file is not None
+
+    def build() -> Any:
+        from . import render
+        from .requests import retrieval_request
+
+        request = retrieval_request(query, corpus, qrels, **options)
+        render.check_per_sample_target(per_query, distributed=False, argument="per_query")
+        _check_outputs({"output": output, "run": None if run_file == "-" else run_file,
+                        "per_query": per_query}, request.inputs.paths())
+        return request
+
+    def show(result: Any) -> None:
+        from . import render
+
+        if run_file is not None:
+            render.write_trec_run(result.top, run_file, run_tag)
+        if per_query is not None:
+            render.write_per_sample(result.per_query, per_query, result.run)
+        render.emit(render.retrieval_output(result, _format(fmt, output)), output,
+                    to_stderr=run_file == "-")
+        if not quiet:
+            render.print_notes(result.notes)
+
+    _command(build, _runner("run_retrieval", quiet), show, debug)
 
 
 @app.command(cls=_Command, epilog="Example:\n\n  infonce inspect sample_data/pairs.parquet sample_data/hard_negatives.npy")

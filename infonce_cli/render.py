@@ -29,7 +29,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .errors import InfonceError, Note, UsageError, arg
-from .results import CompareResult, RunInfo, ScoreResult, SweepResult
+from .results import CompareResult, RetrievalResult, RunInfo, ScoreResult, SweepResult
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -507,22 +507,23 @@ def write_per_sample(columns: Mapping[str, Any] | None, target: str, run: RunInf
     io.write_atomically(target, lambda handle: write(columns, handle))
 
 
-def check_per_sample_target(target: str | None, distributed: bool) -> None:
-    """Refuse a per-sample target that has no writer, before any work."""
+def check_per_sample_target(target: str | None, distributed: bool,
+                            argument: str = "per_sample") -> None:
+    """Refuse a per-sample (or per-query) target that has no writer, before any work."""
     from pathlib import Path
 
     if target is None or target == "-":
         return
     if distributed:
         if Path(target).suffix:
-            raise UsageError(f"{arg('per_sample')} {target}: a distributed run writes a Parquet "
+            raise UsageError(f"{arg(argument)} {target}: a distributed run writes a Parquet "
                              "dataset; give a directory name")
         if not Path(target).absolute().parent.is_dir():
-            raise UsageError(f"{arg('per_sample')} {target}: directory "
+            raise UsageError(f"{arg(argument)} {target}: directory "
                              f"{str(Path(target).parent)!r} does not exist")
         return
     if Path(target).suffix.lower() not in PER_SAMPLE_WRITERS:
-        raise UsageError(f"{arg('per_sample')} {target}: use a .parquet, .csv or .jsonl file "
+        raise UsageError(f"{arg(argument)} {target}: use a .parquet, .csv or .jsonl file "
                          "name, or - for JSONL on stdout")
 
 
@@ -555,3 +556,69 @@ def write_sweep_plot_file(result: SweepResult, plot: str) -> None:
 def print_waiting(message: str) -> None:
     """A note that the run waits for an input (a pipe nobody writes to yet)."""
     stderr_console.print(f"note: {message}", markup=False, soft_wrap=True)
+
+
+# ---------------------------------------------------------------- retrieval
+
+
+_RANKED = (("nDCG", "ndcg_at"), ("recall", "recall_at"), ("precision", "precision_at"),
+           ("MRR", "mrr_at"), ("MAP", "map_at"), ("hit rate", "hit_rate_at"))
+
+
+def retrieval_table(result: RetrievalResult) -> Group:
+    """The metrics at each cut-off (a row per metric), then the rest of the result."""
+    run, metrics = result.run, result.metrics
+    title = (f"{metrics.queries} queries · {result.corpus} documents · {run.similarity} · "
+             f"τ = {result.temperature:g}{' (fitted)' if result.temperature_fitted else ''}")
+    cut_offs = sorted(metrics.ndcg_at)
+    ranked = Table(title=title, title_justify="left")
+    ranked.add_column("metric", style="bold")
+    for k in cut_offs:
+        ranked.add_column(f"@{k}", justify="right")
+    for label, field_name in _RANKED:
+        values = getattr(metrics, field_name)
+        ranked.add_row(label, *(_fmt(values[k]) for k in cut_offs))
+    summary = Table(show_header=False)
+    summary.add_column("metric", style="bold")
+    summary.add_column("value", justify="right")
+    loss = result.loss
+    for name, value in (
+        ("MRR / MAP / R-precision", f"{_fmt(metrics.mrr)} / {_fmt(metrics.map)} / "
+                                    f"{_fmt(metrics.r_precision)}"),
+        ("nDCG gain", metrics.gain),
+        (f"loss mean ± std ({result.multi_positive})", f"{_fmt(loss.mean)} ± {_fmt(loss.std)}"),
+        ("MI lower bound", f"{_fmt(result.mi_lower_bound_nats)} nats"),
+        ("relevant pairs", str(result.relevant)),
+        ("queries left out (no relevant)", str(result.without_relevant)),
+        ("device / dtype", f"{run.device} / {run.dtype}"),
+        ("seconds", _fmt(run.seconds, 3)),
+    ):
+        summary.add_row(name, value)
+    return Group(ranked, summary)
+
+
+def retrieval_output(result: RetrievalResult, file_format: str) -> Any:
+    """A retrieval result as tables, JSON or CSV (one flattened line)."""
+    if file_format == "table":
+        return retrieval_table(result)
+    if file_format == "csv":
+        return to_csv([result.to_dict()])
+    return to_json(result.to_dict())
+
+
+def write_trec_run(top: Mapping[str, Any], target: str, tag: str) -> None:
+    """The top-k lists as a TREC run file: ``qid Q0 docid rank score tag``, ranks from 1,
+    best first, scores printed to round-trip exactly."""
+    from . import io
+
+    lines = []
+    for query_id, doc_ids, scores in zip(top["query_id"], top["doc_ids"], top["scores"],
+                                         strict=True):
+        for rank, (doc_id, score) in enumerate(zip(doc_ids, scores, strict=True), start=1):
+            lines.append(f"{query_id} Q0 {doc_id} {rank} {float(score)!r} {tag}\n")
+    data = "".join(lines).encode()
+    if target == "-":
+        sys.stdout.write(data.decode())
+        sys.stdout.flush()
+        return
+    io.write_atomically(target, lambda handle: _write_bytes(handle, data))

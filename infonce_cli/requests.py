@@ -251,6 +251,153 @@ class CompareRequest:
                              f"{', '.join(metrics)}")
 
 
+@dataclass(frozen=True)
+class RetrievalInputs:
+    """Queries and a corpus with the ids that name their rows, and qrels that say which
+    documents are relevant to which query (BEIR, TREC, JSONL or Parquet).
+
+    Ids come from ``query_ids``/``corpus_ids`` (a text file of one id per line, an .npy
+    file or an array), else from a Parquet id column (``*_id_col``, by default the one
+    column named id, _id, query-id or corpus-id), else are the row numbers.
+    """
+
+    query: Source
+    corpus: Source
+    qrels: str
+    query_key: str | None = None
+    corpus_key: str | None = None
+    query_col: str | None = None
+    corpus_col: str | None = None
+    query_ids: Source | None = None
+    corpus_ids: Source | None = None
+    query_id_col: str | None = None
+    corpus_id_col: str | None = None
+    ignore_unknown: bool = False
+    """Drop (and count) judgements naming a query or document that is not in the inputs,
+    instead of refusing them."""
+
+    def __post_init__(self) -> None:
+        for name in ("query", "corpus"):
+            _one_of_both(f"{name}_ids", getattr(self, f"{name}_ids"), f"{name}_id_col",
+                         getattr(self, f"{name}_id_col"))
+
+    def paths(self) -> list[str]:
+        """Every file this request reads, for the output guards."""
+        named = (self.query, self.corpus, self.qrels, self.query_ids, self.corpus_ids)
+        return [str(source) for source in named if is_path(source)]
+
+
+GAINS = ("linear", "exponential")
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Which metrics: cut-offs, the gain of a relevance grade in nDCG, the relevance that
+    makes a positive of the loss, and how many documents the top-k list keeps."""
+
+    at: tuple[int, ...] | str = (1, 5, 10, 100)
+    gain: str = "linear"
+    """linear: gain = rel (ranx ``ndcg``); exponential: 2^rel − 1 (ranx ``ndcg_burges``)."""
+    min_relevance: int = 1
+    top_k: int = 100
+
+    def __post_init__(self) -> None:
+        _choice("gain", self.gain, GAINS)
+        object.__setattr__(self, "at", _cut_offs(self.at))
+        if not _whole(self.min_relevance, 1):
+            raise UsageError(f"{arg('min_relevance')} must be a whole number ≥ 1, got "
+                             f"{self.min_relevance}")
+        if not _whole(self.top_k, 1):
+            raise UsageError(f"{arg('top_k')} must be at least 1, got {self.top_k}")
+
+
+@dataclass(frozen=True)
+class RetrievalRequest:
+    """Exact retrieval over a whole corpus: graded metrics from the position of every
+    relevant document, InfoNCE with the relevant documents as positives and every other
+    document as a negative, and with ``run`` the top-k list of every query."""
+
+    inputs: RetrievalInputs
+    temperature: float | str = 0.05
+    engine: EngineSettings = field(default_factory=EngineSettings)
+    evaluation: Evaluation = field(default_factory=Evaluation)
+    multi_positive: str = "ntxent"
+    run: bool = False
+    fail_below: tuple[tuple[str, float], ...] | str | None = None
+    """Gates: (metric, value) pairs such as ("ndcg_at_10", 0.4), or "ndcg_at_10=0.4,mrr=0.5"."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "temperature", parse_temperature(self.temperature))
+        _choice("multi_positive", self.multi_positive, MULTI_POSITIVE)
+        engine = self.engine
+        for name in ("in_batch", "symmetric"):
+            if getattr(engine, name):
+                raise UsageError(f"{arg(name)} does not apply to retrieval: every corpus "
+                                 "document is a candidate of every query")
+        if engine.batch_size is not None:
+            raise UsageError(f"{arg('batch_size')} does not apply to retrieval: every corpus "
+                             "document is a candidate of every query")
+        gates = _gates(self.fail_below)
+        at = self.evaluation.at
+        assert isinstance(at, tuple)
+        known = retrieval_metric_names(at)
+        for name, _ in gates:
+            if name not in known:
+                raise UsageError(f"{arg('fail_below')}: unknown metric {name!r}; choose one of "
+                                 f"{', '.join(known)}")
+        object.__setattr__(self, "fail_below", gates)
+
+
+def retrieval_metric_names(at: tuple[int, ...]) -> tuple[str, ...]:
+    """The aggregate metrics of a retrieval run, flat: ndcg_at_10, mrr, map, …"""
+    per_cut = ("ndcg", "recall", "precision", "mrr", "map", "hit_rate")
+    return (*(f"{name}_at_{k}" for name in per_cut for k in at), "mrr", "map", "r_precision")
+
+
+def _cut_offs(value: tuple[int, ...] | str) -> tuple[int, ...]:
+    try:
+        parts = value.split(",") if isinstance(value, str) else list(value)
+        values = tuple(sorted({int(str(part).strip()) for part in parts if str(part).strip()}))
+    except (TypeError, ValueError):
+        raise UsageError(f"{arg('at')}: expected whole numbers like 1,5,10,100, got "
+                         f"{value!r}") from None
+    if not values or values[0] < 1:
+        raise UsageError(f"{arg('at')}: every cut-off must be at least 1, got {value!r}")
+    return values
+
+
+def _gates(value: tuple[tuple[str, float], ...] | str | None) -> tuple[tuple[str, float], ...]:
+    """'ndcg_at_10=0.4,mrr=0.5' (or pairs) → (("ndcg_at_10", 0.4), ("mrr", 0.5)); every
+    value a fraction in [0, 1]."""
+    if value is None:
+        return ()
+    pairs: list[tuple[str, float]] = []
+    items = [part for part in value.split(",") if part.strip()] if isinstance(value, str) \
+        else [f"{name}={threshold}" for name, threshold in value]
+    for item in items:
+        name, _, number = item.partition("=")
+        try:
+            threshold = float(number)
+        except ValueError:
+            raise UsageError(f"{arg('fail_below')}: expected METRIC=VALUE like ndcg_at_10=0.4, "
+                             f"got {item.strip()!r}") from None
+        if not 0 <= threshold <= 1:
+            raise UsageError(f"{arg('fail_below')}: {name.strip()} is a fraction between 0 and "
+                             f"1; got {threshold:g}")
+        pairs.append((name.strip(), threshold))
+    return tuple(pairs)
+
+
+def retrieval_request(query: Source, corpus: Source, qrels: str,
+                      **options: Any) -> RetrievalRequest:
+    """A RetrievalRequest from options named as the command line's flags in snake_case."""
+    sections = _sections(options, RetrievalInputs, EngineSettings, Evaluation,
+                         extra=("temperature", "multi_positive", "run", "fail_below"))
+    return RetrievalRequest(RetrievalInputs(query, corpus, qrels, **sections[RetrievalInputs]),
+                            engine=EngineSettings(**sections[EngineSettings]),
+                            evaluation=Evaluation(**sections[Evaluation]), **sections[None])
+
+
 def compare_metrics(recall_at: tuple[int, ...]) -> tuple[str, ...]:
     """The per-sample metrics a comparison reports."""
     return ("loss_mean", "accuracy_at_1", "mrr", "ndcg_at_10",
@@ -305,8 +452,8 @@ def _sections(options: dict[str, Any], *kinds: type, extra: tuple[str, ...] = ()
     request's own fields in ``extra``); an unknown name is a usage error."""
     owners: dict[str, type | None] = dict.fromkeys(extra)
     for kind in kinds:
-        owners.update({f.name: kind for f in fields(kind) if f.name not in ("query", "pos",
-                                                                             "neg")})
+        owners.update({f.name: kind for f in fields(kind)
+                       if f.name not in ("query", "pos", "neg", "corpus", "qrels")})
     sorted_options: dict[type | None, dict[str, Any]] = {kind: {} for kind in (*kinds, None)}
     for name, value in options.items():
         if name not in owners:

@@ -372,3 +372,63 @@ class GradedMetrics:
             "r_precision": self.r_precision,
             "hit_rate_at": by_k(self.hit_rate_at),
         }
+
+
+@dataclass(frozen=True)
+class RetrievalResult:
+    """The result of ``infonce retrieval``: graded metrics over the queries with a relevant
+    document, and the InfoNCE loss over the whole corpus with the relevant documents
+    (relevance ≥ ``min_relevance``) as positives."""
+
+    run: RunInfo
+    temperature: float
+    metrics: GradedMetrics
+    loss: LossStats
+    mi_lower_bound_nats: float
+    mi_ceiling_nats: float
+    corpus: int
+    judgements: int
+    relevant: int
+    """Relevant (query, document) pairs evaluated."""
+    without_relevant: int
+    unknown: int
+    min_relevance: int
+    multi_positive: str
+    temperature_fitted: bool = False
+    notes: tuple[str, ...] = field(default_factory=tuple)
+    per_query: PerSampleColumns | None = field(default=None, compare=False, repr=False)
+    """Per query: its id and every metric (query order); not in to_dict()."""
+    top: PerSampleColumns | None = field(default=None, compare=False, repr=False)
+    """With a run: ``query_id``, ``doc_ids`` (Q, k) and ``scores`` (Q, k); not in to_dict()."""
+
+    @property
+    def mi_lower_bound_bits(self) -> float:
+        return self.mi_lower_bound_nats / _LN2
+
+    def to_dict(self) -> dict[str, Any]:
+        run = self.run.to_dict()
+        metrics = self.metrics.to_dict()
+        out: dict[str, Any] = {
+            "queries": metrics.pop("queries"),
+            "queries_without_relevant": self.without_relevant,
+            "corpus": self.corpus,
+            "judgements": self.judgements,
+            "relevant": self.relevant,
+            "unknown_ids": self.unknown,
+            **metrics,
+            "temperature": self.temperature,
+            "loss": self.loss.to_dict(),
+            "mi_lower_bound_nats": self.mi_lower_bound_nats,
+            "mi_lower_bound_bits": self.mi_lower_bound_bits,
+            "mi_ceiling_nats": self.mi_ceiling_nats,
+            "min_relevance": self.min_relevance,
+            "multi_positive": self.multi_positive,
+            "similarity": run["similarity"],
+            "device": run["device"],
+            "dtype": run["dtype"],
+            "seconds": run["seconds"],
+        }
+        if self.temperature_fitted:
+            out["temperature_fitted"] = True
+        out["notes"] = [str(note) for note in self.notes]
+        return out

@@ -34,6 +34,12 @@ from .distributed import start as start_cluster
 from .distributed import stop as stop_cluster
 from .engine import CandidateIds, EngineOptions, PerSampleScores, fold_passes, score_embeddings
 from .errors import GateFailed, InfonceError, InputError, UsageError, arg
+from .ranking import (
+    fit_retrieval_temperature,
+    match_qrels,
+    relevant_positions,
+    top_documents,
+)
 from .requests import (
     CompareRequest,
     EngineSettings,
@@ -41,15 +47,17 @@ from .requests import (
     Inputs,
     Masking,
     Report,
+    RetrievalRequest,
     ScoreRequest,
     SweepRequest,
     is_path,
 )
-from .results import CompareResult, RunInfo, ScoreResult, SweepResult
+from .results import CompareResult, RetrievalResult, RunInfo, ScoreResult, SweepResult
 from .similarity import Similarity
 from .summaries import (
     Labels,
     compare_scores,
+    summarize_retrieval,
     summarize_score,
     summarize_sweep,
     with_per_sample,
@@ -120,7 +128,8 @@ def run_compare(request: CompareRequest, progress: Progress | None = None) -> Co
     cluster = Cluster()
     auto = request.temperature == "auto"
     tau = 1.0 if auto else float(request.temperature)
-    options = engine_options(request.engine, (tau,), request.masking, request.a, cluster)
+    options = engine_options(request.engine, (tau,), request.masking.mask_duplicates,
+                             request.a.neg is not None, cluster)
     models = [load_inputs(inputs, options, cluster) for inputs in (request.a, request.b)]
     if models[0].n != models[1].n:
         raise InputError(f"{models[1].query.label}: has {models[1].n} pairs but "
@@ -153,6 +162,75 @@ def run_compare(request: CompareRequest, progress: Progress | None = None) -> Co
     return result
 
 
+def run_retrieval(request: RetrievalRequest,
+                  progress: Progress | None = None) -> RetrievalResult:
+    """Exact retrieval over the whole corpus: graded metrics from the position of every
+    relevant document, the InfoNCE loss with the relevant documents as positives and
+    every other document as a negative, and with ``run`` the top-k list of every query;
+    raise ``GateFailed`` with the result when a ``fail_below`` gate is missed."""
+    inputs, evaluation = request.inputs, request.evaluation
+    auto = request.temperature == "auto"
+    tau = 1.0 if auto else float(request.temperature)
+    cluster = Cluster()
+    options = engine_options(request.engine, (tau,), False, True, cluster)
+    query = _embeddings(inputs.query, "query", inputs.query_key, inputs.query_col)
+    corpus = _embeddings(inputs.corpus, "corpus", inputs.corpus_key, inputs.corpus_col)
+    if corpus.shape[-1] != query.shape[-1]:
+        raise InputError(f"{corpus.label}: vectors have dimension {corpus.shape[-1]} but "
+                         f"{query.label} has {query.shape[-1]}")
+    cosine = options.similarity is Similarity.COSINE
+    for embeddings in (query, corpus):
+        io.check_values(embeddings, nonzero=cosine)
+    query_ids = _row_names(inputs.query, inputs.query_ids, inputs.query_id_col,
+                           query.shape[0], "query")
+    corpus_ids = _row_names(inputs.corpus, inputs.corpus_ids, inputs.corpus_id_col,
+                            corpus.shape[0], "corpus")
+    qrels = match_qrels(io.load_qrels(inputs.qrels), query_ids, corpus_ids,
+                        inputs.ignore_unknown)
+    supcon = request.multi_positive == "supcon"
+    started = time.perf_counter()
+    total = len(qrels.judged.query_row) * (2 if auto else 1) + (
+        query.shape[0] if request.run else 0)
+    with _progress(progress, cluster, (0, total)) as advance:
+        if auto:
+            tau = fit_retrieval_temperature(query.values, corpus.values, qrels.judged, options,
+                                            evaluation.min_relevance, supcon, advance)
+            options = replace(options, temperatures=(tau,))
+        relevant = relevant_positions(query.values, corpus.values, qrels.judged, options,
+                                      evaluation.min_relevance, supcon, advance)
+        top = (top_documents(query.values, corpus.values, options, evaluation.top_k, advance)
+               if request.run else None)
+    result = summarize_retrieval(
+        qrels, relevant, top, (query_ids, corpus_ids), evaluation,
+        _run_info(relevant.scores, options, time.perf_counter() - started, cluster), tau,
+        temperature_fitted=auto, supcon=supcon)
+    check_retrieval_gates(result, request.fail_below)
+    return result
+
+
+def check_retrieval_gates(result: RetrievalResult,
+                          gates: tuple[tuple[str, float], ...] | str | None) -> None:
+    """Raise ``GateFailed`` (with the result) when a metric is below its gate."""
+    assert isinstance(gates, tuple)
+    values = retrieval_metric_values(result)
+    failures = [f"{name} {values[name]:.6g} is below {threshold:g}"
+                for name, threshold in gates if values[name] < threshold]
+    if failures:
+        raise GateFailed(f"quality gate failed: {'; '.join(failures)} "
+                         f"({arg('fail_below')})", result)
+
+
+def retrieval_metric_values(result: RetrievalResult) -> dict[str, float]:
+    """Every aggregate metric of a retrieval result by its flat name (ndcg_at_10, mrr, …)."""
+    flat: dict[str, float] = {}
+    for name, value in result.metrics.to_dict().items():
+        if isinstance(value, dict):
+            flat.update({f"{name}_{k}": v for k, v in value.items()})
+        elif isinstance(value, float):
+            flat[name] = value
+    return flat
+
+
 def check_gates(result: ScoreResult, gates: Gates) -> None:
     """Raise ``GateFailed`` (with the result) when the mean loss or accuracy@1 misses a gate."""
     failures = []
@@ -176,7 +254,8 @@ def _prepare(
 ) -> tuple[EngineOptions, LoadedInputs, CandidateIds | None, tuple[int, int]]:
     """Engine options, the loaded inputs, the masking keys and this rank's share of the
     queries: what every run needs before it scores."""
-    options = engine_options(settings, temperatures, masking, inputs, cluster)
+    options = engine_options(settings, temperatures, masking.mask_duplicates,
+                             inputs.neg is not None, cluster)
     with cluster.together():
         data = load_inputs(inputs, options, cluster)
         ids = masking_ids(data, masking, options.device)
@@ -187,11 +266,11 @@ def _prepare(
 
 
 def engine_options(
-    settings: EngineSettings, temperatures: tuple[float, ...], masking: Masking, inputs: Inputs,
-    cluster: Cluster,
+    settings: EngineSettings, temperatures: tuple[float, ...], mask_duplicates: bool,
+    has_negatives: bool, cluster: Cluster,
 ) -> EngineOptions:
     """Engine options from a request's settings: the device checked, the dtype resolved."""
-    if settings.in_batch and inputs.neg is None:
+    if settings.in_batch and not has_negatives:
         raise UsageError(f"{arg('in_batch')} pools the batch with the negatives of {arg('neg')} "
                          f"(paired (N, M, d) or shared (K, d)): give {arg('neg')}; without it, "
                          "negatives are in-batch already")
@@ -211,7 +290,7 @@ def engine_options(
         device=device,
         max_memory=settings.max_memory,
         allow_tf32=settings.allow_tf32,
-        mask_duplicates=masking.mask_duplicates,
+        mask_duplicates=mask_duplicates,
     )
 
 
@@ -381,6 +460,35 @@ def candidate_ids(positive: Array | None, negative: Array | None, group: Array |
         _, codes = np.unique(np.asarray(group).astype(str), return_inverse=True)
         group_keys = torch.from_numpy(codes.astype(np.int64)).to(device or "cpu")
     return CandidateIds(positive=keys[0], negative=keys[1], group=group_keys)
+
+
+def _row_names(embeddings: Any, ids: Any, column: str | None, rows: int, role: str) -> Array:
+    """Ids of the rows of the query or corpus input, as text: from ``{role}_ids`` (a file
+    or an array), from ``{role}_id_col`` or the one default id column of a Parquet input,
+    else the row numbers."""
+    label = f"{role}_ids"
+    if ids is not None:
+        values = io.load_row_ids(str(ids)) if is_path(ids) else _as_numpy(ids).astype(str)
+        label = io.printable_path(str(ids)) if is_path(ids) else label
+    else:
+        if column is None and is_path(embeddings) and io.is_parquet(str(embeddings)):
+            column = io.default_id_column(str(embeddings), argument=f"{role}_id_col")
+        if column is None:
+            return np.arange(rows).astype(str)
+        if not (is_path(embeddings) and io.is_parquet(str(embeddings))):
+            raise UsageError(f"{arg(role + '_id_col')} names a column of a Parquet "
+                             f"{arg(role)} file")
+        values = io.load_ids(str(embeddings), column).astype(str)
+        label = f"{io.printable_path(str(embeddings))}:{column}"
+    if values.shape != (rows,):
+        raise InputError(f"{label}: expected {rows} ids, one per row, got shape {values.shape}")
+    unique, first, counts = np.unique(values, return_index=True, return_counts=True)
+    if (counts > 1).any():
+        repeated = int(np.argmax(counts > 1))
+        rows_of = np.flatnonzero(values == unique[repeated])
+        raise InputError(f"{label}: id {unique[repeated]!r} names rows {rows_of[0]} and "
+                         f"{rows_of[1]}; ids must be unique")
+    return values
 
 
 # ---------------------------------------------------------------- plumbing

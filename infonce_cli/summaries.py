@@ -13,17 +13,22 @@ import numpy as np
 from .engine import NegativeMode, PerSampleScores
 from .errors import InfonceError, InputError, Note, arg
 from .metrics import (
+    graded_metrics,
+    group_means,
     loss_stats,
     mi_lower_bound,
     mi_notes,
     per_query_metrics,
     retrieval_metrics,
 )
+from .ranking import MatchedQrels, RelevantScores
+from .requests import Evaluation
 from .results import (
     CompareResult,
     Difference,
     Optimum,
     PerSampleColumns,
+    RetrievalResult,
     RunInfo,
     ScoreResult,
     SweepResult,
@@ -361,6 +366,65 @@ def compare_scores(
         temperature_fitted=temperature_fitted,
         notes=notes,
     )
+
+
+def summarize_retrieval(
+    qrels: MatchedQrels, relevant: RelevantScores, top: tuple[Array, Array] | None,
+    ids: tuple[Array, Array], evaluation: Evaluation, run: RunInfo, temperature: float,
+    temperature_fitted: bool = False, supcon: bool = False,
+) -> RetrievalResult:
+    """The result of a retrieval run: graded metrics from the positions, loss statistics
+    over the positive pairs (SupCon: over each query's mean), the top-k lists by id."""
+    query_ids, corpus_ids = ids
+    judged = qrels.judged
+    if not len(qrels.evaluated):
+        raise InfonceError("the qrels name no relevant document of these queries "
+                           "(relevance ≥ 1)")
+    at = evaluation.at
+    assert isinstance(at, tuple)
+    ideal_rows, ideal_relevance = qrels.ideal
+    metrics = graded_metrics(np.searchsorted(qrels.evaluated, judged.query_row),
+                             relevant.position, judged.relevance, len(qrels.evaluated),
+                             ideal_query_index=np.searchsorted(qrels.evaluated, ideal_rows),
+                             ideal_relevance=ideal_relevance, at=at, gain=evaluation.gain)
+    positive = relevant.positive
+    if not positive.any():
+        raise InfonceError(f"no judgement reaches {arg('min_relevance')} "
+                           f"{evaluation.min_relevance}: there is no positive for the loss")
+    loss = relevant.loss[positive]
+    check_finite(loss, temperature, run.dtype)
+    candidates = relevant.num_candidates[positive]
+    if supcon:
+        per_query = group_means(judged.query_row[positive], loss)
+        bound, ceiling = mi_lower_bound(per_query, group_means(judged.query_row[positive],
+                                                               candidates))
+        stats = loss_stats(per_query)
+    else:
+        bound, ceiling = mi_lower_bound(loss, candidates)
+        stats = loss_stats(loss)
+    notes: list[str] = list(mi_notes(bound, ceiling))
+    if qrels.without_relevant:
+        notes.append(f"{_count(qrels.without_relevant, 'judged query has', 'judged queries have')}"
+                     " no relevant document and are left out of the metrics (ranx and "
+                     "trec_eval would average them in as 0)")
+    if qrels.unknown:
+        notes.append(f"{_count(qrels.unknown, 'judgement names', 'judgements name')} an id "
+                     "that is not in the inputs: judgements of unknown queries are left out, "
+                     "relevant documents missing from the corpus count as never retrieved")
+    top_columns = None
+    if top is not None:
+        scores, rows = top
+        top_columns = {"query_id": query_ids, "doc_ids": corpus_ids[rows], "scores": scores}
+    return RetrievalResult(
+        run=run, temperature=temperature, metrics=metrics, loss=stats,
+        mi_lower_bound_nats=bound, mi_ceiling_nats=ceiling, corpus=len(corpus_ids),
+        judgements=qrels.judgements, relevant=len(judged.query_row),
+        without_relevant=qrels.without_relevant, unknown=qrels.unknown,
+        min_relevance=evaluation.min_relevance,
+        multi_positive="supcon" if supcon else "ntxent",
+        temperature_fitted=temperature_fitted, notes=tuple(notes),
+        per_query={"query_id": query_ids[qrels.evaluated], **metrics.per_query},
+        top=top_columns)
 
 
 def _plain(value: Any) -> Any:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from infonce_cli.engine import EngineOptions
-from infonce_cli.retrieval import Judged, relevant_positions
+from infonce_cli.ranking import Judged, relevant_positions
 
 Q, D, DIM = 30, 400, 16
 
@@ -109,7 +109,7 @@ def test_positions_do_not_depend_on_block_sizes_or_the_reader():
 
 @pytest.mark.parametrize("max_memory", [2**20, 2**30])
 def test_top_documents_match_a_float64_argsort(max_memory):
-    from infonce_cli.retrieval import top_documents
+    from infonce_cli.ranking import top_documents
 
     rng = np.random.default_rng(3)
     query, corpus, _ = _data(rng, duplicates=False)

@@ -30,8 +30,10 @@ from .engine import (
     plan_blocks,
     score_embeddings,
 )
+from .errors import InputError, arg
 from .rows import RowReader
 from .similarity import pairwise, prepare_rows, reduction_dtype
+from .temperature import score_at_optimum
 
 Array = np.ndarray[Any, Any]
 
@@ -81,14 +83,8 @@ def relevant_positions(
     [2, 1]
     """
     positive = judged.relevance >= min_relevance
-    rows_query = _gather(query, judged.query_row)
-    rows_doc = _gather(corpus, judged.doc_row)
-    excluded = _exclusions(judged, positive, supcon)
-    device = options.device
-    ids = CandidateIds(excluded=(torch.from_numpy(excluded[0]).to(device),
-                                 torch.from_numpy(excluded[1]).to(device)))
-    shared = replace(options, in_batch=False, symmetric=False, batch_size=None,
-                     mask_duplicates=False, query_rows=None)
+    rows_query, rows_doc, shared, ids = _pairs_against_corpus(query, corpus, judged, positive,
+                                                              supcon, options)
     scores = score_embeddings(rows_query, rows_doc, corpus, shared, on_rows_done, ids)
     assert scores.mode is NegativeMode.SHARED
     score = scores.positive_score.detach().double().cpu().numpy()
@@ -98,6 +94,38 @@ def relevant_positions(
     return RelevantScores(position=position, score=score, loss=np.where(positive, loss, np.nan),
                           num_candidates=scores.num_candidates.cpu().numpy(),
                           positive=positive, scores=scores)
+
+
+def fit_retrieval_temperature(
+    query: Rows, corpus: Rows, judged: Judged, options: EngineOptions,
+    min_relevance: int = 1, supcon: bool = False,
+    on_rows_done: Callable[[int], None] | None = None,
+) -> float:
+    """The temperature that minimises the mean loss of the positive pairs over the corpus,
+    fitted as a sweep fits it (default grid, exact optimum); an ``InfonceError`` when there
+    is no finite optimum."""
+    positive = judged.relevance >= min_relevance
+    kept = Judged(judged.query_row[positive], judged.doc_row[positive],
+                  judged.relevance[positive])
+    rows_query, rows_doc, shared, ids = _pairs_against_corpus(
+        query, corpus, kept, np.ones(len(kept.query_row), dtype=bool), supcon, options)
+    temperature, _ = score_at_optimum(rows_query, rows_doc, corpus, shared, on_rows_done, ids)
+    return temperature
+
+
+def _pairs_against_corpus(
+    query: Rows, corpus: Rows, judged: Judged, positive: Array, supcon: bool,
+    options: EngineOptions,
+) -> tuple[Array, Array, EngineOptions, CandidateIds]:
+    """A row per pair (its query and its document, gathered), the options that score them
+    against the corpus as a shared pool, and the candidates each pair excludes."""
+    excluded = _exclusions(judged, positive, supcon)
+    device = options.device
+    ids = CandidateIds(excluded=(torch.from_numpy(excluded[0]).to(device),
+                                 torch.from_numpy(excluded[1]).to(device)))
+    shared = replace(options, in_batch=False, symmetric=False, batch_size=None,
+                     mask_duplicates=False, query_rows=None)
+    return _gather(query, judged.query_row), _gather(corpus, judged.doc_row), shared, ids
 
 
 def _gather(source: Rows, rows: Array) -> Array:
@@ -216,3 +244,72 @@ def top_documents(
             if on_rows_done is not None:
                 on_rows_done(stop - start)
     return best_scores, best_rows
+
+
+@dataclass(frozen=True)
+class MatchedQrels:
+    """Qrels matched to the rows of the query and corpus inputs."""
+
+    judged: Judged
+    """Judgements with relevance ≥ 1 whose query and document are both in the inputs."""
+    evaluated: Array
+    """Query rows with at least one relevant judgement, in order."""
+    ideal: tuple[Array, Array]
+    """(query row, relevance) of every relevant judgement of those queries, including
+    documents missing from the corpus (``ignore_unknown``): they count in R and in the
+    ideal DCG, as ranx and trec_eval count them, and are never retrieved."""
+    without_relevant: int
+    """Judged queries whose judgements name no relevant document (left out, as they would
+    measure the qrels rather than the model)."""
+    unknown: int
+    """Judgements naming an id missing from the inputs (``ignore_unknown``)."""
+    judgements: int
+
+
+def match_qrels(qrels: Any, query_ids: Array, corpus_ids: Array,
+                ignore_unknown: bool = False) -> MatchedQrels:
+    """Qrels (``io.Qrels``) as rows of the inputs. A judgement naming a query or document
+    that is not there is an error naming the qrels line, unless ``ignore_unknown``: then a
+    judgement of an unknown query is dropped, and a relevant document missing from the
+    corpus still counts as relevant (never retrieved).
+
+    >>> from types import SimpleNamespace
+    >>> qrels = SimpleNamespace(query_ids=np.array(["b", "a", "a"]),
+    ...                         doc_ids=np.array(["d2", "d1", "d2"]),
+    ...                         relevance=np.array([0, 1, 2]))
+    >>> matched = match_qrels(qrels, np.array(["a", "b"]), np.array(["d1", "d2"]))
+    >>> matched.judged.query_row.tolist(), matched.judged.doc_row.tolist()
+    ([0, 0], [0, 1])
+    >>> matched.without_relevant, matched.evaluated.tolist()
+    (1, [0])
+    """
+    query_row = _rows_of(np.asarray(qrels.query_ids).astype(str), query_ids)
+    doc_row = _rows_of(np.asarray(qrels.doc_ids).astype(str), corpus_ids)
+    known = (query_row >= 0) & (doc_row >= 0)
+    if not known.all() and not ignore_unknown:
+        first = int(np.argmax(~known))
+        kind, name = (("query", qrels.query_ids[first]) if query_row[first] < 0
+                      else ("document", qrels.doc_ids[first]))
+        raise InputError(f"{qrels.where(first)}: unknown {kind} id {str(name)!r}, not among "
+                         f"the {kind} ids of the inputs; set {arg('ignore_unknown')} to drop "
+                         "such judgements")
+    relevance = np.asarray(qrels.relevance, dtype=np.int64)
+    judged_queries = np.unique(query_row[query_row >= 0])
+    relevant = (query_row >= 0) & (relevance >= 1)
+    ranked = relevant & (doc_row >= 0)
+    order = np.lexsort((doc_row[ranked], query_row[ranked]))
+    judged = Judged(query_row[ranked][order].astype(np.int64),
+                    doc_row[ranked][order].astype(np.int64), relevance[ranked][order])
+    evaluated = np.unique(query_row[relevant])
+    return MatchedQrels(judged, evaluated,
+                        (query_row[relevant].astype(np.int64), relevance[relevant]),
+                        len(judged_queries) - len(evaluated), int((~known).sum()),
+                        len(relevance))
+
+
+def _rows_of(names: Array, ids: Array) -> Array:
+    """The row of each name among ``ids`` (unique), −1 where it is not there."""
+    order = np.argsort(ids, kind="stable")
+    at = np.searchsorted(ids, names, sorter=order).clip(max=len(ids) - 1)
+    rows = order[at]
+    return np.where(ids[rows] == names, rows, -1)
