@@ -24,6 +24,7 @@ _LAZY = {
     "sweep": "api",
     "compare": "api",
     "retrieval": "api",
+    "compare_retrieval": "api",
     "run_retrieval": "runs",
     "RetrievalRequest": "requests",
     "RetrievalResult": "results",
@@ -69,6 +70,7 @@ __all__ = [
     "RetrievalRequest",
     "RetrievalResult",
     "compare",
+    "compare_retrieval",
     "info_nce",
     "retrieval",
     "run_retrieval",
@@ -80,7 +82,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from .api import compare, info_nce, retrieval, score, sweep
+    from .api import compare, compare_retrieval, info_nce, retrieval, score, sweep
     from .engine import EngineOptions
     from .errors import GateFailed, InfonceError
     from .requests import (

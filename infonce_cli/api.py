@@ -10,9 +10,16 @@ import torch
 
 from .engine import EngineOptions, score_embeddings
 from .errors import UsageError, arg
-from .requests import Source, compare_request, retrieval_request, score_request, sweep_request
-from .results import CompareResult, RetrievalResult, ScoreResult, SweepResult
-from .runs import run_compare, run_retrieval, run_score, run_sweep
+from .requests import (
+    Source,
+    compare_request,
+    retrieval_compare_request,
+    retrieval_request,
+    score_request,
+    sweep_request,
+)
+from .results import CompareResult, ModelComparison, RetrievalResult, ScoreResult, SweepResult
+from .runs import run_compare, run_retrieval, run_retrieval_compare, run_score, run_sweep
 from .similarity import Similarity
 
 
@@ -105,6 +112,14 @@ def compare(query_a: Source, pos_a: Source, query_b: Source, pos_b: Source,
     apply to both models), and its result: A, B and B − A per metric with paired-bootstrap
     intervals and permutation p-values."""
     return run_compare(compare_request(query_a, pos_a, query_b, pos_b, neg_a, neg_b, **options))
+
+
+def compare_retrieval(queries: list[Source], corpora: list[Source], qrels: str,
+                      **options: Any) -> ModelComparison:
+    """Several models retrieving for the same queries and qrels (model i: ``queries[i]``
+    against ``corpora[i]``), each compared with the first on every metric: what
+    ``infonce compare --qrels`` computes, with its options."""
+    return run_retrieval_compare(retrieval_compare_request(queries, corpora, qrels, **options))
 
 
 def retrieval(query: Source, corpus: Source, qrels: str, **options: Any) -> RetrievalResult:

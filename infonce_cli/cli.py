@@ -416,66 +416,135 @@ def sweep_temperature(
     _command(build, _runner("run_sweep", quiet), show, debug)
 
 
-@app.command(cls=_Command, epilog="Example:\n\n  infonce compare --query-a a/q.npy --pos-a a/p.npy --query-b b/q.npy --pos-b b/p.npy --metric mrr --fail-if-worse")
+@app.command(cls=_Command, epilog="Examples:\n\n  infonce compare --query-a a/q.npy --pos-a a/p.npy --query-b b/q.npy --pos-b b/p.npy --metric mrr --fail-if-worse\n\n  infonce compare --qrels qrels.tsv --query-a a/q.parquet --corpus-a a/c.parquet --query-b b/q.parquet --corpus-b b/c.parquet --query-b c/q.parquet --corpus-b c/c.parquet")
 def compare(
-    query_a: Annotated[str, typer.Option(metavar="PATH", rich_help_panel=INPUTS, help="Model A's query embeddings.", show_default=False)],
-    pos_a: Annotated[str, typer.Option(metavar="PATH", rich_help_panel=INPUTS, help="Model A's positive embeddings.", show_default=False)],
-    query_b: Annotated[str, typer.Option(metavar="PATH", rich_help_panel=INPUTS, help="Model B's query embeddings (same pairs, same order; any dimension).", show_default=False)],
-    pos_b: Annotated[str, typer.Option(metavar="PATH", rich_help_panel=INPUTS, help="Model B's positive embeddings.", show_default=False)],
+    query_a: Annotated[str, typer.Option(metavar="PATH", rich_help_panel=INPUTS, help="Model A's query embeddings (the baseline).", show_default=False)],
+    query_b: Annotated[list[str], typer.Option(metavar="PATH", rich_help_panel=INPUTS, help="Model B's query embeddings (same pairs or queries, same order; any dimension). With --qrels, repeat --query-b and --corpus-b for more models, each compared with A.", show_default=False)],
+    pos_a: Annotated[str | None, typer.Option(metavar="PATH", rich_help_panel=INPUTS, help="Model A's positive embeddings (pairs).", show_default=False)] = None,
+    pos_b: Annotated[str | None, typer.Option(metavar="PATH", rich_help_panel=INPUTS, help="Model B's positive embeddings (pairs).", show_default=False)] = None,
     neg_a: Annotated[str | None, typer.Option(metavar="PATH", rich_help_panel=NEGATIVES, help="Model A's negatives (paired or shared).", show_default=False)] = None,
     neg_b: Annotated[str | None, typer.Option(metavar="PATH", rich_help_panel=NEGATIVES, help="Model B's negatives.", show_default=False)] = None,
-    temperature: Annotated[str, typer.Option("--temperature", "-t", metavar="FLOAT|auto", rich_help_panel=ENGINE, help="Temperature τ > 0 for both models, or auto to fit each model's own.")] = "0.05",
+    corpus_a: Annotated[str | None, typer.Option(metavar="PATH", rich_help_panel=INPUTS, help="Model A's corpus embeddings (with --qrels).", show_default=False)] = None,
+    corpus_b: Annotated[list[str] | None, typer.Option(metavar="PATH", rich_help_panel=INPUTS, help="Model B's corpus embeddings (with --qrels); one per --query-b.", show_default=False)] = None,
+    qrels: Annotated[str | None, typer.Option(metavar="PATH", rich_help_panel=INPUTS, help="Judgements shared by the models: compare retrieval from queries and corpora instead of pairs.", show_default=False)] = None,
+    temperature: Annotated[str, typer.Option("--temperature", "-t", metavar="FLOAT|auto", rich_help_panel=ENGINE, help="Temperature τ > 0 for every model, or auto to fit each model's own.")] = "0.05",
     in_batch: InBatchOpt = False,
     batch_size: BatchSizeOpt = None,
     symmetric: SymmetricOpt = False,
     query_key: QueryKeyOpt = None,
     pos_key: PosKeyOpt = None,
     neg_key: NegKeyOpt = None,
+    corpus_key: Annotated[str | None, typer.Option(metavar="NAME", rich_help_panel=INPUTS, help="Array name inside the corpus .npz files.", show_default=False)] = None,
     query_col: QueryColOpt = None,
     pos_col: PosColOpt = None,
     neg_col: NegColOpt = None,
+    corpus_col: Annotated[str | None, typer.Option(metavar="NAME", rich_help_panel=INPUTS, help="Embedding column of the corpus Parquet files.", show_default=False)] = None,
     pos_ids: PosIdsOpt = None,
     neg_ids: NegIdsOpt = None,
     pos_id_col: PosIdColOpt = None,
     neg_id_col: NegIdColOpt = None,
+    query_ids: Annotated[str | None, typer.Option(metavar="PATH", rich_help_panel=INPUTS, help="Query ids with --qrels (text or .npy; default: a Parquet id column, else row numbers).", show_default=False)] = None,
+    corpus_ids: Annotated[str | None, typer.Option(metavar="PATH", rich_help_panel=INPUTS, help="Document ids with --qrels, as --query-ids.", show_default=False)] = None,
+    query_id_col: Annotated[str | None, typer.Option(metavar="NAME", rich_help_panel=INPUTS, help="Id column of the Parquet query inputs with --qrels.", show_default=False)] = None,
+    corpus_id_col: Annotated[str | None, typer.Option(metavar="NAME", rich_help_panel=INPUTS, help="Id column of the Parquet corpora with --qrels.", show_default=False)] = None,
+    ignore_unknown: Annotated[bool, typer.Option("--ignore-unknown", metavar="", rich_help_panel=INPUTS, help="With --qrels: drop judgements of unknown queries, count unknown relevant documents as never retrieved.")] = False,
     mask_duplicates: MaskDuplicatesOpt = False,
     allow_empty: AllowEmptyOpt = False,
+    multi_positive: MultiPositiveOpt = MultiPositive.NTXENT,
+    min_relevance: Annotated[int, typer.Option(metavar="INT", rich_help_panel=REPORT, help="With --qrels: relevance a document needs to be a positive of the loss.")] = 1,
     similarity: SimilarityOpt = SimilarityChoice.COSINE,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = DtypeChoice.FLOAT32,
     allow_tf32: AllowTf32Opt = False,
     max_memory: MaxMemoryOpt = "512MiB",
     recall_at: RecallAtOpt = "1,5,10",
+    at: Annotated[str, typer.Option(metavar="LIST", rich_help_panel=REPORT, help="With --qrels: cut-offs k of the metrics, comma-separated.")] = "1,5,10,100",
+    gain: Annotated[str, typer.Option(metavar="GAIN", rich_help_panel=REPORT, help="With --qrels: nDCG gain, linear or exponential.")] = "linear",
     bootstrap: Annotated[int, typer.Option(metavar="INT", rich_help_panel=REPORT, help="Paired bootstrap resamples (and sign-flip permutations).")] = 1000,
     seed: SeedOpt = 0,
-    metric: Annotated[str, typer.Option(metavar="METRIC", rich_help_panel=GATES, help="The metric --fail-if-worse judges: loss_mean, accuracy_at_1, mrr, ndcg_at_10 or recall_at_K.")] = "loss_mean",
-    fail_if_worse: Annotated[bool, typer.Option("--fail-if-worse", metavar="", rich_help_panel=GATES, help="Exit 3 when B is significantly worse than A on --metric (its 95% interval excludes 0).")] = False,
+    correction: Annotated[str, typer.Option(metavar="METHOD", rich_help_panel=REPORT, help="With --qrels: how p-values are adjusted over the models, per metric: holm or bonferroni.")] = "holm",
+    metric: Annotated[str | None, typer.Option(metavar="METRIC", rich_help_panel=GATES, help="The metric --fail-if-worse judges (default: loss_mean for pairs, ndcg_at_10 with --qrels).", show_default=False)] = None,
+    fail_if_worse: Annotated[bool, typer.Option("--fail-if-worse", metavar="", rich_help_panel=GATES, help="Exit 3 when B (any model, with --qrels) is significantly worse than A on --metric.")] = False,
     fmt: FormatOpt = OutputFormat.AUTO,
     output: OutputOpt = None,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Compare two embedding models on the same pairs: A, B and B − A with paired-bootstrap intervals and p-values.
+    """Compare embedding models on the same data: every metric of each, and B − A with paired-bootstrap intervals and p-values.
 
-    Input options (columns, keys, ids) apply to both models.
+    Pairs: --query-a/--pos-a against --query-b/--pos-b. Retrieval: --qrels with --query-a/--corpus-a and one or more --query-b/--corpus-b, p-values adjusted over the models. Input options (columns, keys, ids) apply to every model.
     """
-    options = _options(locals(), "query_a", "pos_a", "query_b", "pos_b", "neg_a", "neg_b")
+    options = _options(locals(), "query_a", "pos_a", "query_b", "pos_b", "neg_a", "neg_b",
+                       "corpus_a", "corpus_b", "qrels")
+    if options["metric"] is None:
+        del options["metric"]
 
     def build() -> Any:
-        from .requests import compare_request
+        from .requests import compare_request, retrieval_compare_request
 
-        request = compare_request(query_a, pos_a, query_b, pos_b, neg_a, neg_b, **options)
-        _check_outputs({"output": output}, request.a.paths() + request.b.paths())
+        if qrels is not None:
+            _refuse_options(options, compare, _PAIRS_ONLY, "with --qrels")
+            if corpus_a is None or not corpus_b:
+                raise UsageError(f"{arg('qrels')} compares retrieval: give {arg('corpus_a')} "
+                                 f"and a {arg('corpus_b')} for each {arg('query_b')}")
+            if any(value is not None for value in (pos_a, pos_b, neg_a, neg_b)):
+                raise UsageError(f"{arg('qrels')} compares retrieval from corpora: leave out "
+                                 "the positives and negatives of pairs")
+            request: Any = retrieval_compare_request(
+                [query_a, *query_b], [corpus_a, *corpus_b], qrels,
+                **{k: v for k, v in options.items() if k not in _PAIRS_ONLY})
+            inputs = [path for model in request.models for path in model.paths()]
+        else:
+            _refuse_options(options, compare, _RETRIEVAL_ONLY, f"without {arg('qrels')}")
+            if len(query_b) != 1 or corpus_a is not None or corpus_b:
+                raise UsageError(f"several models, and corpora, are compared with "
+                                 f"{arg('qrels')}; pairs compare one {arg('query_b')}")
+            if pos_a is None or pos_b is None:
+                raise UsageError(f"give {arg('pos_a')} and {arg('pos_b')} (pairs), or "
+                                 f"{arg('qrels')} with corpora (retrieval)")
+            request = compare_request(query_a, pos_a, query_b[0], pos_b, neg_a, neg_b,
+                                      **{k: v for k, v in options.items()
+                                         if k not in _RETRIEVAL_ONLY})
+            inputs = request.a.paths() + request.b.paths()
+        _check_outputs({"output": output}, inputs)
         return request
+
+    def run(request: Any) -> Any:
+        from .requests import RetrievalCompareRequest
+
+        name = "run_retrieval_compare" if isinstance(request, RetrievalCompareRequest) \
+            else "run_compare"
+        return _runner(name, quiet)(request)
 
     def show(result: Any) -> None:
         from . import render
 
         render.emit(render.compare_output(result, _format(fmt, output)), output)
         if not quiet:
-            render.print_notes(result.notes)
+            render.print_notes(getattr(result, "notes", ()))
 
-    _command(build, _runner("run_compare", quiet), show, debug)
+    _command(build, run, show, debug)
+
+
+_PAIRS_ONLY = ("in_batch", "batch_size", "symmetric", "pos_key", "neg_key", "pos_col",
+               "neg_col", "pos_ids", "neg_ids", "pos_id_col", "neg_id_col", "mask_duplicates",
+               "allow_empty", "recall_at")
+_RETRIEVAL_ONLY = ("corpus_key", "corpus_col", "query_ids", "corpus_ids", "query_id_col",
+                   "corpus_id_col", "ignore_unknown", "min_relevance", "at", "gain",
+                   "correction", "multi_positive")
+
+
+def _refuse_options(options: dict[str, Any], command: Callable[..., Any],
+                    names: tuple[str, ...], where: str) -> None:
+    """Refuse options of the other layout that were set (differ from their default)."""
+    import inspect as signatures
+
+    parameters = signatures.signature(command).parameters
+    for name in names:
+        default = parameters[name].default
+        value = options.get(name)
+        if value != (default.value if isinstance(default, StrEnum) else default):
+            raise UsageError(f"{arg(name)} does not apply {where}")
 
 
 @app.command(cls=_Command, epilog="Examples:\n\n  infonce retrieval -q queries.parquet -c corpus.parquet --qrels qrels.tsv --format table\n\n  infonce retrieval -q q.parquet -c c.parquet --qrels qrels.trec --run run.trec --fail-below ndcg_at_10=0.3")

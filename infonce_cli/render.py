@@ -29,7 +29,14 @@ from rich.table import Table
 from rich.text import Text
 
 from .errors import InfonceError, Note, UsageError, arg
-from .results import CompareResult, RetrievalResult, RunInfo, ScoreResult, SweepResult
+from .results import (
+    CompareResult,
+    ModelComparison,
+    RetrievalResult,
+    RunInfo,
+    ScoreResult,
+    SweepResult,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -437,13 +444,46 @@ def sweep_output(result: SweepResult, file_format: str) -> Any:
     return to_json(result.to_dict())
 
 
-def compare_output(result: CompareResult, file_format: str) -> Any:
-    """A comparison as a table, JSON or CSV (one line per metric)."""
+def compare_output(result: CompareResult | ModelComparison, file_format: str) -> Any:
+    """A comparison as a table, JSON or CSV (one line per metric, and model)."""
+    if isinstance(result, ModelComparison):
+        if file_format == "table":
+            return model_comparison_table(result)
+        if file_format == "csv":
+            return to_csv([{"model": model, "metric": metric, "value": result.values[model][metric],
+                            "baseline": result.values[result.names[0]][metric], **diff.to_dict(),
+                            "p_adjusted": result.adjusted[model][metric]}
+                           for model, metrics in result.difference.items()
+                           for metric, diff in metrics.items()])
+        return to_json(result.to_dict())
     if file_format == "table":
         return compare_table(result)
     if file_format == "csv":
         return compare_csv(result)
     return to_json(result.to_dict())
+
+
+def model_comparison_table(result: ModelComparison) -> Table:
+    """Per metric and model: its value, the difference from the baseline with its 95%
+    interval, and the p-value adjusted over the models."""
+    baseline = result.names[0]
+    table = Table(title=f"{result.queries} queries · each model − {baseline} with "
+                        f"paired-bootstrap 95% intervals · p adjusted ({result.correction})",
+                  title_justify="left")
+    for name in ("metric", "model", "value", f"− {baseline}", "95% interval", "p adj."):
+        table.add_column(name, justify="left" if name in ("metric", "model") else "right",
+                         overflow="fold")
+    for metric in result.values[baseline]:
+        table.add_row(metric, baseline, _fmt(result.values[baseline][metric]), "", "", "")
+        for model in result.names[1:]:
+            diff = result.difference[model][metric]
+            worse = result.worse(model, metric)
+            better = result.adjusted[model][metric] < 0.05 and not worse
+            table.add_row("", model, _fmt(result.values[model][metric]), f"{diff.value:+.4f}",
+                          f"[{diff.ci_low:+.4f}, {diff.ci_high:+.4f}]",
+                          f"{result.adjusted[model][metric]:.3g}",
+                          style="red" if worse else "green" if better else None)
+    return table
 
 
 def inspect_output(described: list[dict[str, Any]], file_format: str) -> Any:

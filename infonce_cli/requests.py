@@ -398,6 +398,58 @@ def retrieval_request(query: Source, corpus: Source, qrels: str,
                             evaluation=Evaluation(**sections[Evaluation]), **sections[None])
 
 
+@dataclass(frozen=True)
+class RetrievalCompareRequest:
+    """Several models retrieving from their own corpus for the same queries and qrels,
+    each compared with the first (the baseline) on every metric: the differences with
+    paired-bootstrap intervals, and permutation p-values adjusted over the models
+    (``correction``: holm or bonferroni) per metric."""
+
+    models: tuple[RetrievalInputs, ...]
+    temperature: float | str = 0.05
+    engine: EngineSettings = field(default_factory=EngineSettings)
+    evaluation: Evaluation = field(default_factory=Evaluation)
+    multi_positive: str = "ntxent"
+    bootstrap: int = 1000
+    seed: int = 0
+    correction: str = "holm"
+    metric: str = "ndcg_at_10"
+    """The metric ``fail_if_worse`` judges."""
+    fail_if_worse: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "temperature", parse_temperature(self.temperature))
+        _choice("multi_positive", self.multi_positive, MULTI_POSITIVE)
+        _choice("correction", self.correction, ("holm", "bonferroni"))
+        if len(self.models) < 2:
+            raise UsageError("compare needs at least two models")
+        if not _whole(self.bootstrap, 1):
+            raise UsageError(f"{arg('bootstrap')} must be at least 1, got {self.bootstrap}")
+        at = self.evaluation.at
+        assert isinstance(at, tuple)
+        known = retrieval_metric_names(at)
+        if self.metric not in known:
+            raise UsageError(f"{arg('metric')}: unknown metric {self.metric!r}; choose one of "
+                             f"{', '.join(known)}")
+
+
+def retrieval_compare_request(queries: list[Source], corpora: list[Source], qrels: str,
+                              **options: Any) -> RetrievalCompareRequest:
+    """A RetrievalCompareRequest: model i is ``queries[i]`` retrieving from ``corpora[i]``;
+    the input options (columns, keys, ids) apply to every model."""
+    if len(queries) != len(corpora):
+        raise UsageError(f"give one corpus per model: {len(queries)} query inputs, "
+                         f"{len(corpora)} corpora")
+    sections = _sections(options, RetrievalInputs, EngineSettings, Evaluation,
+                         extra=("temperature", "multi_positive", "bootstrap", "seed",
+                                "correction", "metric", "fail_if_worse"))
+    models = tuple(RetrievalInputs(query, corpus, qrels, **sections[RetrievalInputs])
+                   for query, corpus in zip(queries, corpora, strict=True))
+    return RetrievalCompareRequest(models, engine=EngineSettings(**sections[EngineSettings]),
+                                   evaluation=Evaluation(**sections[Evaluation]),
+                                   **sections[None])
+
+
 def compare_metrics(recall_at: tuple[int, ...]) -> tuple[str, ...]:
     """The per-sample metrics a comparison reports."""
     return ("loss_mean", "accuracy_at_1", "mrr", "ndcg_at_10",

@@ -432,3 +432,53 @@ class RetrievalResult:
             out["temperature_fitted"] = True
         out["notes"] = [str(note) for note in self.notes]
         return out
+
+
+@dataclass(frozen=True)
+class ModelComparison:
+    """Several models on the same queries and qrels, each against the baseline (the first):
+    per metric, every model's mean, and each difference with its paired-bootstrap 95%
+    interval, permutation p-value and p-value adjusted over the models."""
+
+    queries: int
+    names: tuple[str, ...]
+    values: dict[str, dict[str, float]]
+    """model → metric → mean over the queries."""
+    difference: dict[str, dict[str, Difference]]
+    """model (not the baseline) → metric → model − baseline."""
+    adjusted: dict[str, dict[str, float]]
+    """model → metric → p-value adjusted over the models' comparisons of that metric."""
+    correction: str
+    resamples: int
+    seed: int
+    runs: tuple[RetrievalResult, ...] = field(compare=False, repr=False)
+    lower_is_better: tuple[str, ...] = ("loss_mean",)
+
+    def worse(self, model: str, metric: str, level: float = 0.05) -> bool:
+        """Whether a model is significantly worse than the baseline on a metric (its
+        adjusted p-value below ``level``, the difference on the worse side)."""
+        diff = self.difference[model][metric]
+        wrong_way = diff.value > 0 if metric in self.lower_is_better else diff.value < 0
+        return wrong_way and self.adjusted[model][metric] < level
+
+    def to_dict(self) -> dict[str, Any]:
+        first = self.runs[0]
+        return {
+            "queries": self.queries,
+            "baseline": self.names[0],
+            "models": {name: {metric: {"value": value} for metric, value in metrics.items()}
+                       for name, metrics in self.values.items()},
+            "difference": {
+                name: {metric: {**diff.to_dict(), "p_adjusted": self.adjusted[name][metric]}
+                       for metric, diff in metrics.items()}
+                for name, metrics in self.difference.items()},
+            "bootstrap": {"resamples": self.resamples, "seed": self.seed, "level": 0.95,
+                          "test": "paired sign-flip permutation",
+                          "correction": self.correction},
+            "temperature": {name: run.temperature
+                            for name, run in zip(self.names, self.runs, strict=True)},
+            "similarity": first.run.similarity,
+            "device": first.run.device,
+            "dtype": first.run.dtype,
+            "seconds": sum(run.run.seconds for run in self.runs),
+        }

@@ -47,15 +47,25 @@ from .requests import (
     Inputs,
     Masking,
     Report,
+    RetrievalCompareRequest,
     RetrievalRequest,
     ScoreRequest,
     SweepRequest,
     is_path,
+    retrieval_metric_names,
 )
-from .results import CompareResult, RetrievalResult, RunInfo, ScoreResult, SweepResult
+from .results import (
+    CompareResult,
+    ModelComparison,
+    RetrievalResult,
+    RunInfo,
+    ScoreResult,
+    SweepResult,
+)
 from .similarity import Similarity
 from .summaries import (
     Labels,
+    compare_models,
     compare_scores,
     summarize_retrieval,
     summarize_score,
@@ -229,6 +239,37 @@ def retrieval_metric_values(result: RetrievalResult) -> dict[str, float]:
         elif isinstance(value, float):
             flat[name] = value
     return flat
+
+
+def run_retrieval_compare(request: RetrievalCompareRequest,
+                          progress: Progress | None = None) -> ModelComparison:
+    """Several models retrieving for the same queries and qrels, each compared with the
+    first on every metric; raise ``GateFailed`` with the comparison when ``fail_if_worse``
+    and a model is significantly worse than the baseline on ``metric``."""
+    runs = tuple(
+        run_retrieval(RetrievalRequest(inputs, request.temperature, request.engine,
+                                       request.evaluation, request.multi_positive), progress)
+        for inputs in request.models)
+    names = tuple(chr(ord("a") + index) for index in range(len(runs)))
+    queries = [np.sort(np.asarray(run.per_query["query_id"])) for run in runs
+               if run.per_query is not None]
+    for name, ids in zip(names[1:], queries[1:], strict=True):
+        if not np.array_equal(ids, queries[0]):
+            raise InputError(f"model {name} evaluates other queries than model a "
+                             f"({len(ids)} against {len(queries[0])}); compare needs the same "
+                             "queries and qrels")
+    at = request.evaluation.at
+    assert isinstance(at, tuple)
+    result = compare_models(runs, names, retrieval_metric_names(at), request.correction,
+                            request.bootstrap, request.seed)
+    worse = [name for name in names[1:] if result.worse(name, request.metric)]
+    if request.fail_if_worse and worse:
+        diffs = "; ".join(f"{name} − a = {result.difference[name][request.metric].value:.6g} "
+                          f"(p {request.correction} = {result.adjusted[name][request.metric]:.3g})"
+                          for name in worse)
+        raise GateFailed(f"quality gate failed: significantly worse than a on "
+                         f"{request.metric}: {diffs}", result)
+    return result
 
 
 def check_gates(result: ScoreResult, gates: Gates) -> None:

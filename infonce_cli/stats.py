@@ -77,3 +77,26 @@ def _sign_chunks(n: int, total: int, rng: np.random.Generator) -> Iterator[Float
 def _columns(values: np.ndarray[Any, Any]) -> FloatArray:
     matrix = np.asarray(values, dtype=np.float64)
     return matrix[:, None] if matrix.ndim == 1 else matrix
+
+
+CORRECTIONS = ("holm", "bonferroni")
+
+
+def adjusted_p_values(p_values: np.ndarray[Any, Any], method: str = "holm") -> FloatArray:
+    """p-values adjusted for testing them together: Holm's step-down (controls the
+    family-wise error rate, and is never less powerful than Bonferroni) or Bonferroni.
+
+    >>> adjusted_p_values(np.array([0.01, 0.04, 0.03])).tolist()
+    [0.03, 0.06, 0.06]
+    >>> adjusted_p_values(np.array([0.01, 0.04, 0.03]), "bonferroni").tolist()
+    [0.03, 0.12, 0.09]
+    """
+    p = np.asarray(p_values, dtype=np.float64)
+    m = len(p)
+    if method == "bonferroni":
+        return np.minimum(1.0, p * m)
+    order = np.argsort(p, kind="stable")
+    stepped = np.maximum.accumulate(np.minimum(1.0, p[order] * (m - np.arange(m))))
+    out = np.empty(m)
+    out[order] = stepped
+    return out

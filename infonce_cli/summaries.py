@@ -26,6 +26,7 @@ from .requests import Evaluation
 from .results import (
     CompareResult,
     Difference,
+    ModelComparison,
     Optimum,
     PerSampleColumns,
     RetrievalResult,
@@ -35,7 +36,7 @@ from .results import (
     SweepRow,
     WorstCase,
 )
-from .stats import bootstrap_interval, paired_sign_flip_p_values
+from .stats import adjusted_p_values, bootstrap_interval, paired_sign_flip_p_values
 
 Array = np.ndarray[Any, Any]
 
@@ -425,6 +426,51 @@ def summarize_retrieval(
         temperature_fitted=temperature_fitted, notes=tuple(notes),
         per_query={"query_id": query_ids[qrels.evaluated], **metrics.per_query},
         top=top_columns)
+
+
+def compare_models(
+    runs: tuple[RetrievalResult, ...], names: tuple[str, ...], metrics: tuple[str, ...],
+    correction: str, resamples: int, seed: int,
+) -> ModelComparison:
+    """Each model against the first on every metric, paired by query: the difference of
+    the means, its paired-bootstrap 95% interval and sign-flip permutation p-value, and
+    the p-values adjusted over the models per metric."""
+    columns = [_by_query(run, names[index]) for index, run in enumerate(runs)]
+    values = {name: {metric: float(np.mean(column[_per_query_name(metric)]))
+                     for metric in metrics}
+              for name, column in zip(names, columns, strict=True)}
+    baseline = np.stack([columns[0][_per_query_name(m)] for m in metrics], axis=1)
+    difference: dict[str, dict[str, Difference]] = {}
+    p_values = np.empty((len(runs) - 1, len(metrics)))
+    for index, column in enumerate(columns[1:]):
+        delta = np.stack([column[_per_query_name(m)] for m in metrics], axis=1) - baseline
+        low, high = bootstrap_interval(delta, resamples, seed)
+        p_values[index] = paired_sign_flip_p_values(delta, resamples, seed)
+        difference[names[index + 1]] = {
+            metric: Difference(float(d), float(lo), float(hi), float(p))
+            for metric, d, lo, hi, p in zip(metrics, delta.mean(axis=0), low, high,
+                                            p_values[index], strict=True)}
+    adjusted = np.stack([adjusted_p_values(p_values[:, j], correction)
+                         for j in range(len(metrics))], axis=1)
+    return ModelComparison(
+        queries=len(columns[0]["query_id"]), names=names, values=values,
+        difference=difference,
+        adjusted={name: {metric: float(adjusted[i, j]) for j, metric in enumerate(metrics)}
+                  for i, name in enumerate(names[1:])},
+        correction=correction, resamples=resamples, seed=seed, runs=runs)
+
+
+def _by_query(run: RetrievalResult, name: str) -> dict[str, Array]:
+    """A run's per-query columns in query-id order."""
+    assert run.per_query is not None
+    order = np.argsort(np.asarray(run.per_query["query_id"]), kind="stable")
+    return {key: np.asarray(values)[order] for key, values in run.per_query.items()}
+
+
+def _per_query_name(metric: str) -> str:
+    """ndcg_at_10 → ndcg@10 (the per-query columns' names); others unchanged."""
+    base, at, k = metric.rpartition("_at_")
+    return f"{base}@{k}" if at else metric
 
 
 def _plain(value: Any) -> Any:

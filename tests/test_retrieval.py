@@ -213,3 +213,61 @@ def test_a_relevant_document_missing_from_the_corpus_counts_as_never_retrieved(b
     reference = _ranx_metrics("missing.trec", "run.trec", (10, 100))
     for name in ("ndcg@10", "recall@100", "map", "r-precision"):
         assert _ours(out, name) == pytest.approx(reference[name], abs=1e-9), name
+
+
+def _noisy_queries(scale: float) -> None:
+    table = pq.read_table("queries.parquet")
+    vectors = np.stack(table.column("embedding").to_numpy(zero_copy_only=False))
+    noise = np.random.default_rng(0).normal(size=vectors.shape).astype(np.float32)
+    noisy = vectors + scale * noise * np.linalg.norm(vectors, axis=1, keepdims=True) / 20
+    np.save("noisy.npy", noisy.astype(np.float32))
+    Path("qids.txt").write_text("\n".join(table.column("_id").to_pylist()) + "\n")
+    np.save("q.npy", vectors)
+    corpus = pq.read_table("corpus.parquet")
+    np.save("c.npy", np.stack(corpus.column("embedding").to_numpy(zero_copy_only=False)))
+    Path("cids.txt").write_text("\n".join(corpus.column("_id").to_pylist()) + "\n")
+
+
+def test_several_models_against_a_baseline_with_adjusted_p_values(beir):
+    from infonce_cli.stats import adjusted_p_values
+
+    _noisy_queries(1.0)
+    args = ["compare", "--qrels", "qrels.tsv", "--query-ids", "qids.txt", "--corpus-ids",
+            "cids.txt", "--query-a", "q.npy", "--corpus-a", "c.npy",
+            "--query-b", "q.npy", "--corpus-b", "c.npy",
+            "--query-b", "noisy.npy", "--corpus-b", "c.npy", "--bootstrap", "500",
+            "--metric", "ndcg_at_10"]
+    result = run_cli(*args, "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["baseline"] == "a"
+    assert set(out["models"]) == {"a", "b", "c"}
+    assert out["bootstrap"]["correction"] == "holm"
+    same, noisy = out["difference"]["b"], out["difference"]["c"]
+    assert all(d["value"] == 0 and d["p_value"] == 1 for d in same.values())
+    assert noisy["ndcg_at_10"]["value"] < 0
+    assert noisy["ndcg_at_10"]["p_adjusted"] < 0.05
+    for metric in noisy:
+        raw = np.array([same[metric]["p_value"], noisy[metric]["p_value"]])
+        adjusted = adjusted_p_values(raw)
+        assert [same[metric]["p_adjusted"], noisy[metric]["p_adjusted"]] == adjusted.tolist()
+    gated = run_cli(*args, "--fail-if-worse", "--format", "json")
+    assert gated.exit_code == 3
+    assert gated.stderr.splitlines()[-1].startswith(
+        "error: quality gate failed: significantly worse than a on ndcg_at_10: c − a = ")
+    bonferroni = json.loads(run_cli(*args, "--correction", "bonferroni", "--format",
+                                    "json").stdout)
+    raw = bonferroni["difference"]["c"]["map"]["p_value"]
+    assert bonferroni["difference"]["c"]["map"]["p_adjusted"] == min(1.0, 2 * raw)
+
+
+def test_compare_with_qrels_refuses_options_of_pairs(beir):
+    result = run_cli("compare", "--qrels", "qrels.tsv", "--query-a", "queries.parquet",
+                     "--corpus-a", "corpus.parquet", "--query-b", "queries.parquet",
+                     "--corpus-b", "corpus.parquet", "--mask-duplicates")
+    assert result.exit_code == 2
+    assert result.stderr == "error: --mask-duplicates does not apply with --qrels\n"
+    missing = run_cli("compare", "--qrels", "qrels.tsv", "--query-a", "queries.parquet",
+                      "--corpus-a", "corpus.parquet", "--query-b", "queries.parquet")
+    assert missing.exit_code == 2
+    assert missing.stderr.startswith("error: --qrels compares retrieval: give --corpus-a")
