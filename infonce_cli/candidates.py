@@ -30,13 +30,17 @@ class CandidateIds:
     negatives, compared with the query's positive key. ``group`` (N,): rows that share
     a query (several positives); other rows of the group are not in-batch negatives.
     ``excluded``: (row, column) pairs, sorted by row, of shared-pool candidates that are
-    not negatives of that row (a query's relevant documents in a corpus).
+    not negatives of that row (a query's relevant documents in a corpus). ``row_query``
+    (N,): the distinct query of each row when rows repeat a query (one row per relevant
+    document); a block's matrix product against a shared pool is then taken once per
+    distinct query.
     """
 
     positive: torch.Tensor | None = None
     negative: torch.Tensor | None = None
     group: torch.Tensor | None = None
     excluded: tuple[torch.Tensor, torch.Tensor] | None = None
+    row_query: torch.Tensor | None = None
 
 
 @dataclass
@@ -128,10 +132,15 @@ class SharedCandidates:
     ) -> Iterator[ScoredBlock]:
         keys = self.matching.ids
         row_key = _slice(keys.positive, start, stop)
+        distinct = _distinct_rows(_slice(keys.row_query, start, stop))
         for first in range(0, self.per_query, self.candidate_block):
             last = min(first + self.candidate_block, self.per_query)
             rows = self.reader.block(self.pool, first, last)
-            scores = pairwise(queries, rows.prepared, self.reader.similarity)
+            if distinct is None:
+                scores = pairwise(queries, rows.prepared, self.reader.similarity)
+            else:
+                scores = pairwise(queries[distinct[0]], rows.prepared,
+                                  self.reader.similarity)[distinct[1]]
             drop = _key_matches(row_key, _slice(keys.negative, first, last))
             drop = _excluded_pairs(keys.excluded, drop, scores, (start, stop), (first, last))
             yield _with_copies(scores, first, drop, None, positive_score, rows, positives,
@@ -229,6 +238,23 @@ def _with_copies(
             scores = scores.to(positive_score.dtype)
             scores.index_put_(copies, positive_score[copies[0]])
     return _finish(scores, first_index, drop, own)
+
+
+def _distinct_rows(
+    row_query: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """For a block's rows, the first row of each distinct query and each row's distinct
+    query; None when no two rows share a query."""
+    if row_query is None:
+        return None
+    distinct, inverse = torch.unique(row_query, return_inverse=True)
+    if len(distinct) == len(row_query):
+        return None
+    positions = torch.arange(len(row_query), device=row_query.device)
+    first = torch.full((len(distinct),), len(row_query), dtype=positions.dtype,
+                       device=row_query.device)
+    first.scatter_reduce_(0, inverse, positions, reduce="amin")
+    return first, inverse
 
 
 def _excluded_pairs(

@@ -122,7 +122,8 @@ def _pairs_against_corpus(
     excluded = _exclusions(judged, positive, supcon)
     device = options.device
     ids = CandidateIds(excluded=(torch.from_numpy(excluded[0]).to(device),
-                                 torch.from_numpy(excluded[1]).to(device)))
+                                 torch.from_numpy(excluded[1]).to(device)),
+                       row_query=torch.from_numpy(judged.query_row.astype(np.int64)).to(device))
     shared = replace(options, in_batch=False, symmetric=False, batch_size=None,
                      mask_duplicates=False, query_rows=None)
     return _gather(query, judged.query_row), _gather(corpus, judged.doc_row), shared, ids

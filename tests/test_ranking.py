@@ -119,3 +119,19 @@ def test_top_documents_match_a_float64_argsort(max_memory):
     np.testing.assert_array_equal(rows, want)
     np.testing.assert_allclose(scores, np.take_along_axis(reference, want, axis=1), atol=1e-6)
     assert (np.diff(scores, axis=1) <= 0).all()
+
+
+def test_one_product_per_distinct_query_changes_nothing(monkeypatch):
+    """Rows that repeat a query share its block's matrix product; without the sharing the
+    positions are the same and the losses agree to float rounding."""
+    from infonce_cli import candidates
+
+    rng = np.random.default_rng(8)
+    query, corpus, judged = _data(rng, True)
+    options = EngineOptions(temperatures=(0.1,))
+    shared = relevant_positions(query, corpus, judged, options)
+    assert (np.diff(judged.query_row) == 0).any()  # rows do repeat queries
+    monkeypatch.setattr(candidates, "_distinct_rows", lambda row_query: None)
+    apart = relevant_positions(query, corpus, judged, options)
+    np.testing.assert_array_equal(shared.position, apart.position)
+    np.testing.assert_allclose(shared.loss, apart.loss, rtol=1e-6)
