@@ -48,6 +48,8 @@ class BlockResult:
     softmax_gap: torch.Tensor | None = None  # (B, P)
     softmax_variance: torch.Tensor | None = None  # (B, P)
     mean_candidate_gap: torch.Tensor | None = None  # (B,)
+    top_scores: torch.Tensor | None = None  # (B, k)
+    top_index: torch.Tensor | None = None  # (B, k) int64
 
 
 class Scratch:
@@ -228,13 +230,30 @@ class _ChunkSpace:
                            None if self.gap is None else self.gap[:rows])
 
 
+class TopK:
+    """Each query's k best-scoring candidates so far: every block's scores are merged with
+    the running ones by one ``topk``."""
+
+    def __init__(self, k: int, like: torch.Tensor) -> None:
+        self.k = k
+        self.scores = like.new_empty((like.shape[0], 0))
+        self.index = torch.empty((like.shape[0], 0), dtype=torch.int64, device=like.device)
+
+    def update(self, scores: torch.Tensor, first_index: int) -> None:
+        columns = torch.arange(first_index, first_index + scores.shape[1],
+                               device=scores.device).expand(scores.shape[0], -1)
+        merged = torch.cat([self.scores, scores.to(self.scores.dtype)], dim=1)
+        self.scores, picked = merged.topk(min(self.k, merged.shape[1]), dim=1)
+        self.index = torch.cat([self.index, columns], dim=1).gather(1, picked)
+
+
 class RunningState:
     """The running state of one query block: log-sum-exp at every scale, ranks and hardest
     negatives, and, at the scales from ``moments_from`` on (the probes), the moments."""
 
     def __init__(
         self, positive_score: torch.Tensor, scales: torch.Tensor, moments_from: int,
-        picks_rows: bool,
+        picks_rows: bool, top_k: int = 0,
     ) -> None:
         self.positive_score, self.scales = positive_score, scales
         self.scale_values: list[float] = scales.tolist()
@@ -244,6 +263,7 @@ class RunningState:
         self.moments = (Moments(positive_score, self.log_sum_exp.sums, moments_from)
                         if moments_from < scales.shape[0] else None)
         self.ranks = Ranks(positive_score, picks_rows, self.scratch)
+        self.top = TopK(top_k, positive_score.detach()) if top_k else None
 
     def update(self, block: ScoredBlock) -> None:
         """Fold a (B, C) block of negative scores into the state.
@@ -263,6 +283,8 @@ class RunningState:
             detached = scores.detach()
             block_max = detached.amax(dim=1).to(dtype)
             self.ranks.update(detached, block_max, block.first_index)
+            if self.top is not None:
+                self.top.update(detached, block.first_index)
             rescale = self.log_sum_exp.raise_maximum(block_max)
         self.log_sum_exp.rescale(rescale)
         if self.moments is not None:
@@ -312,6 +334,8 @@ class RunningState:
             softmax_gap=moments[0],
             softmax_variance=moments[1],
             mean_candidate_gap=moments[2],
+            top_scores=None if self.top is None else self.top.scores,
+            top_index=None if self.top is None else self.top.index,
         )
 
 

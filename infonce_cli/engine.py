@@ -95,6 +95,9 @@ class EngineOptions:
     query_rows: tuple[int, int] | None = None
     """Score only queries [first, last) (one rank's share of a distributed run); their
     candidates are the same as in a full run."""
+    top_k: int = 0
+    """Keep each query's ``top_k`` best-scoring candidates (after exclusions), in the same
+    pass."""
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,11 @@ class PerSampleScores:
     """(N, P): Var_softmax[x], the second derivative of the loss in s = 1/τ."""
     mean_candidate_gap: torch.Tensor | None = None
     """(N,): mean over C_i of x − x_pos, the derivative of the loss at s = 0 (τ → ∞)."""
+    top_scores: torch.Tensor | None = None
+    """(N, k) with ``top_k``: the best candidates' scores, best first (−inf where a query
+    has fewer than k candidates)."""
+    top_index: torch.Tensor | None = None
+    """(N, k) int64: their indices, numbered as ``hardest_negative_index``."""
 
 
 
@@ -234,7 +242,8 @@ def _fold(
     done = 0
     with _float_modes(options):
         for block in source.query_blocks():
-            state = RunningState(block.positive_score, scales, moments_from, picks_rows)
+            state = RunningState(block.positive_score, scales, moments_from, picks_rows,
+                                 options.top_k)
             for scored in block.candidates:
                 state.update(scored)
             low, high = block.start - source.first_row, block.stop - source.first_row

@@ -61,16 +61,20 @@ class RelevantScores:
     positive: Array  # (P,) bool: relevance ≥ min_relevance
     scores: PerSampleScores
     """The engine's per-pair results (ranks among the candidates left, hardest negatives)."""
+    top: tuple[Array, Array] | None = None
+    """With ``top_k``: every query's best documents, (Q, k) scores and corpus rows, best
+    first (equal scores by row)."""
 
 
 def relevant_positions(
     query: Rows, corpus: Rows, judged: Judged, options: EngineOptions,
     min_relevance: int = 1, supcon: bool = False,
-    on_rows_done: Callable[[int], None] | None = None,
+    on_rows_done: Callable[[int], None] | None = None, top_k: int = 0,
 ) -> RelevantScores:
     """Positions of the relevant documents in each query's ranking of the whole corpus, and
     the loss of each positive pair (NT-Xent: the query's other positives left out of its
-    denominator; SupCon: kept in).
+    denominator; SupCon: kept in); with ``top_k``, each query's best documents, from the
+    same pass (a query without a relevant document gets a pass of its own).
 
     Shapes: query (Q, d), corpus (D, d); ``options`` give the similarity, temperature (the
     first), dtype, device and memory budget (in-batch and symmetric do not apply).
@@ -85,15 +89,52 @@ def relevant_positions(
     positive = judged.relevance >= min_relevance
     rows_query, rows_doc, shared, ids = _pairs_against_corpus(query, corpus, judged, positive,
                                                               supcon, options)
-    scores = score_embeddings(rows_query, rows_doc, corpus, shared, on_rows_done, ids)
+    scores = score_embeddings(rows_query, rows_doc, corpus, replace(shared, top_k=top_k),
+                              on_rows_done, ids)
     assert scores.mode is NegativeMode.SHARED
     score = scores.positive_score.detach().double().cpu().numpy()
     position = scores.rank.cpu().numpy().astype(np.int64) + _rank_corrections(
         judged, positive, score, supcon)
     loss = scores.loss[:, 0].detach().double().cpu().numpy()
+    top = _query_tops(query, corpus, judged, (positive, score, scores), supcon, options,
+                      top_k) if top_k else None
     return RelevantScores(position=position, score=score, loss=np.where(positive, loss, np.nan),
                           num_candidates=scores.num_candidates.cpu().numpy(),
-                          positive=positive, scores=scores)
+                          positive=positive, scores=scores, top=top)
+
+
+def _query_tops(
+    query: Rows, corpus: Rows, judged: Judged,
+    pairs: tuple[Array, Array, PerSampleScores], supcon: bool, options: EngineOptions,
+    top_k: int,
+) -> tuple[Array, Array]:
+    """Every query's ``top_k`` documents: the best candidates its first pair row kept, with
+    the documents that row excluded put back at their own scores; queries without a pair
+    row are ranked by a pass of their own."""
+    positive, score, scores = pairs
+    assert scores.top_scores is not None
+    assert scores.top_index is not None
+    kept_scores = scores.top_scores.double().cpu().numpy()
+    kept_rows = scores.top_index.cpu().numpy()
+    k = min(top_k, int(corpus.shape[0]))
+    best_scores = np.full((int(query.shape[0]), k), -np.inf)
+    best_rows = np.full((int(query.shape[0]), k), -1, dtype=np.int64)
+    starts, ends = _query_runs(judged.query_row)
+    for start, end in zip(starts, ends, strict=True):
+        excluded = np.arange(start, end) == start
+        if not supcon:
+            excluded |= positive[start:end]
+        found = np.isfinite(kept_scores[start])
+        candidates = np.r_[kept_scores[start][found], score[start:end][excluded]]
+        rows = np.r_[kept_rows[start][found], judged.doc_row[start:end][excluded]]
+        order = np.lexsort((rows, -candidates))[:k]
+        best_scores[judged.query_row[start], :len(order)] = candidates[order]
+        best_rows[judged.query_row[start], :len(order)] = rows[order]
+    alone = np.setdiff1d(np.arange(int(query.shape[0])), judged.query_row)
+    if alone.size:
+        best_scores[alone], best_rows[alone] = top_documents(_gather(query, alone), corpus,
+                                                             options, k)
+    return best_scores, best_rows
 
 
 def fit_retrieval_temperature(

@@ -38,7 +38,6 @@ from .ranking import (
     fit_retrieval_temperature,
     match_qrels,
     relevant_positions,
-    top_documents,
 )
 from .requests import (
     CompareRequest,
@@ -199,19 +198,17 @@ def run_retrieval(request: RetrievalRequest,
                         inputs.ignore_unknown)
     supcon = request.multi_positive == "supcon"
     started = time.perf_counter()
-    total = len(qrels.judged.query_row) * (2 if auto else 1) + (
-        query.shape[0] if request.run else 0)
+    total = len(qrels.judged.query_row) * (2 if auto else 1)
     with _progress(progress, cluster, (0, total)) as advance:
         if auto:
             tau = fit_retrieval_temperature(query.values, corpus.values, qrels.judged, options,
                                             evaluation.min_relevance, supcon, advance)
             options = replace(options, temperatures=(tau,))
         relevant = relevant_positions(query.values, corpus.values, qrels.judged, options,
-                                      evaluation.min_relevance, supcon, advance)
-        top = (top_documents(query.values, corpus.values, options, evaluation.top_k, advance)
-               if request.run else None)
+                                      evaluation.min_relevance, supcon, advance,
+                                      top_k=evaluation.top_k if request.run else 0)
     result = summarize_retrieval(
-        qrels, relevant, top, (query_ids, corpus_ids), evaluation,
+        qrels, relevant, relevant.top, (query_ids, corpus_ids), evaluation,
         _run_info(relevant.scores, options, time.perf_counter() - started, cluster), tau,
         temperature_fitted=auto, supcon=supcon)
     check_retrieval_gates(result, request.fail_below)

@@ -135,3 +135,21 @@ def test_one_product_per_distinct_query_changes_nothing(monkeypatch):
     apart = relevant_positions(query, corpus, judged, options)
     np.testing.assert_array_equal(shared.position, apart.position)
     np.testing.assert_allclose(shared.loss, apart.loss, rtol=1e-6)
+
+
+@pytest.mark.parametrize("supcon", [False, True])
+def test_top_documents_from_the_same_pass_match_a_float64_argsort(supcon):
+    rng = np.random.default_rng(13)
+    query, corpus, judged = _data(rng, duplicates=False)
+    # Some queries without any relevant document take a pass of their own.
+    keep = judged.query_row % 5 != 0
+    judged = Judged(judged.query_row[keep], judged.doc_row[keep], judged.relevance[keep])
+    out = relevant_positions(query, corpus, judged,
+                             EngineOptions(temperatures=(0.1,), max_memory=2**20),
+                             supcon=supcon, top_k=20)
+    assert out.top is not None
+    scores, rows = out.top
+    reference = _cosine(query, corpus)
+    want = np.argsort(-reference, axis=1, kind="stable")[:, :20]
+    np.testing.assert_array_equal(rows, want)
+    np.testing.assert_allclose(scores, np.take_along_axis(reference, want, axis=1), atol=1e-6)
