@@ -271,3 +271,22 @@ def test_compare_with_qrels_refuses_options_of_pairs(beir):
                       "--corpus-a", "corpus.parquet", "--query-b", "queries.parquet")
     assert missing.exit_code == 2
     assert missing.stderr.startswith("error: --qrels compares retrieval: give --corpus-a")
+
+
+def test_auto_temperature_is_the_sweeps_optimum_on_the_row_aligned_arrays(beir):
+    queries = pq.read_table("queries.parquet")
+    corpus = pq.read_table("corpus.parquet")
+    qrels = ranx.Qrels.from_file("qrels.trec", kind="trec").to_dict()
+    corpus_ids = corpus.column("_id").to_pylist()
+    row_of = {doc: row for row, doc in enumerate(corpus_ids)}
+    own = [next(doc for doc, rel in qrels[q].items() if rel == 2)
+           for q in queries.column("_id").to_pylist()]
+    corpus_vectors = np.stack(corpus.column("embedding").to_numpy(zero_copy_only=False))
+    swept = infonce_cli.sweep(np.stack(queries.column("embedding").to_numpy(
+        zero_copy_only=False)), corpus_vectors[[row_of[doc] for doc in own]], corpus_vectors,
+        pos_ids=np.array(own), neg_ids=np.array(corpus_ids), device="cpu")
+    fitted = infonce_cli.retrieval("queries.parquet", "corpus.parquet", "qrels.tsv",
+                                   min_relevance=2, temperature="auto", device="cpu")
+    assert fitted.temperature_fitted
+    assert fitted.temperature == pytest.approx(swept.optimum.temperature, rel=1e-6)
+    assert fitted.loss.mean == pytest.approx(swept.optimum.loss_mean, rel=1e-5)
