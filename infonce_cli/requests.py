@@ -303,7 +303,7 @@ class Evaluation:
 
     def __post_init__(self) -> None:
         _choice("gain", self.gain, GAINS)
-        object.__setattr__(self, "at", _cut_offs(self.at))
+        object.__setattr__(self, "at", parse_cut_offs(self.at, "at"))
         if not _whole(self.min_relevance, 1):
             raise UsageError(f"{arg('min_relevance')} must be a whole number ≥ 1, got "
                              f"{self.min_relevance}")
@@ -352,18 +352,6 @@ def retrieval_metric_names(at: tuple[int, ...]) -> tuple[str, ...]:
     """The aggregate metrics of a retrieval run, flat: ndcg_at_10, mrr, map, …"""
     per_cut = ("ndcg", "recall", "precision", "mrr", "map", "hit_rate")
     return (*(f"{name}_at_{k}" for name in per_cut for k in at), "mrr", "map", "r_precision")
-
-
-def _cut_offs(value: tuple[int, ...] | str) -> tuple[int, ...]:
-    try:
-        parts = value.split(",") if isinstance(value, str) else list(value)
-        values = tuple(sorted({int(str(part).strip()) for part in parts if str(part).strip()}))
-    except (TypeError, ValueError):
-        raise UsageError(f"{arg('at')}: expected whole numbers like 1,5,10,100, got "
-                         f"{value!r}") from None
-    if not values or values[0] < 1:
-        raise UsageError(f"{arg('at')}: every cut-off must be at least 1, got {value!r}")
-    return values
 
 
 def _gates(value: tuple[tuple[str, float], ...] | str | None) -> tuple[tuple[str, float], ...]:
@@ -546,14 +534,24 @@ def parse_memory(value: int | str) -> int:
 
 def parse_recall_at(value: tuple[int, ...] | str) -> tuple[int, ...]:
     """'1,5,10' or (1, 5, 10) → (1, 5, 10), sorted and distinct."""
+    return parse_cut_offs(value, "recall_at")
+
+
+def parse_cut_offs(value: tuple[int, ...] | str, name: str) -> tuple[int, ...]:
+    """Cut-offs k of the argument ``name``: '1,5,10' or (1, 5, 10) → (1, 5, 10), sorted
+    and distinct, each at least 1.
+
+    >>> parse_cut_offs("10, 1,5,1", "at")
+    (1, 5, 10)
+    """
     try:
         parts = value.split(",") if isinstance(value, str) else list(value)
         values = tuple(sorted({int(str(part).strip()) for part in parts if str(part).strip()}))
     except (TypeError, ValueError):
-        raise UsageError(f"{arg('recall_at')}: expected whole numbers like 1,5,10, got "
+        raise UsageError(f"{arg(name)}: expected whole numbers like 1,5,10, got "
                          f"{value!r}") from None
     if not values or values[0] < 1:
-        raise UsageError(f"{arg('recall_at')}: every k must be at least 1, got {value!r}")
+        raise UsageError(f"{arg(name)}: every k must be at least 1, got {value!r}")
     return values
 
 
