@@ -386,24 +386,24 @@ def sweep_temperature(
     options.update({"min": minimum, "max": maximum, "per_sample": per_sample is not None})
 
     def build() -> Any:
-        from . import render
+        from . import plots
         from .requests import sweep_request
 
         request = sweep_request(query, pos, neg, **options)
-        render.check_plot_target(plot)
+        plots.check_figure_target("plot", plot)
         _check_outputs({"output": output, "per_sample": per_sample, "plot": plot},
                        request.inputs.paths())
         return request
 
     def show(result: Any) -> None:
-        from . import render
+        from . import figures, plots, render
 
         if per_sample is not None:
             render.write_per_sample(result.per_sample, per_sample, result.run)
         if not result.run.leader:
             return
         if plot is not None:
-            render.write_sweep_plot_file(result, plot)
+            plots.write_figure((figures.sweep_curve(result),), plot)
         out_format = _format(fmt, output)
         render.emit(render.sweep_output(result, out_format), output,
                     to_stderr=per_sample == "-")

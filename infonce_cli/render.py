@@ -28,7 +28,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from .errors import InfonceError, Note, UsageError, arg
+from .errors import Note, UsageError, arg
 from .results import (
     CompareResult,
     ModelComparison,
@@ -359,34 +359,6 @@ def sweep_text_plot(result: SweepResult, width: int = 64, height: int = 14) -> s
     return "\n".join(lines)
 
 
-def write_sweep_plot(result: SweepResult, handle: IO[bytes], file_format: str) -> None:
-    """A matplotlib figure of mean loss against τ (log axis) with the optimum marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(7, 4.2), dpi=120)
-    temperatures = [row.temperature for row in result.rows]
-    losses = [row.loss_mean for row in result.rows]
-    axes.plot(temperatures, losses, marker="o", markersize=3, label="mean loss")
-    optimum = result.optimum
-    if optimum.temperature is not None and optimum.loss_mean is not None:
-        axes.axvline(optimum.temperature, color="tab:red", linestyle="--", linewidth=1)
-        axes.plot([optimum.temperature], [optimum.loss_mean], "v", color="tab:red",
-                  label=f"optimum τ = {optimum.temperature:.4g}")
-    else:
-        axes.set_title(f"no finite optimum: {optimum.reason}", fontsize=8)
-    axes.set_xscale("log")
-    axes.set_xlabel("temperature τ")
-    axes.set_ylabel("mean InfoNCE loss (nats)")
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend()
-    figure.tight_layout()
-    figure.savefig(handle, format=file_format)
-    plt.close(figure)
-
-
 def sweep_report(result: SweepResult) -> Group:
     """The table, the optimum line and the text plot, as one renderable."""
     return Group(sweep_table(result), Text(sweep_summary(result)), Text(""),
@@ -565,32 +537,6 @@ def check_per_sample_target(target: str | None, distributed: bool,
     if Path(target).suffix.lower() not in PER_SAMPLE_WRITERS:
         raise UsageError(f"{arg(argument)} {target}: use a .parquet, .csv or .jsonl file "
                          "name, or - for JSONL on stdout")
-
-
-def check_plot_target(plot: str | None) -> None:
-    """Refuse a plot target of an unknown kind, or one that matplotlib would be needed for
-    and is missing, before any work."""
-    from pathlib import Path
-
-    if plot is None:
-        return
-    if Path(plot).suffix.lower() not in (".png", ".svg"):
-        raise UsageError(f"{arg('plot')} {plot}: use a .png or .svg file name")
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise InfonceError(f"{arg('plot')} needs matplotlib, which is not installed: "
-                           "pip install 'infonce-cli[plot]'") from None
-
-
-def write_sweep_plot_file(result: SweepResult, plot: str) -> None:
-    """The sweep's figure, written atomically in the format its extension names."""
-    from pathlib import Path
-
-    from . import io
-
-    file_format = Path(plot).suffix.lower().lstrip(".")
-    io.write_atomically(plot, lambda handle: write_sweep_plot(result, handle, file_format))
 
 
 def print_waiting(message: str) -> None:

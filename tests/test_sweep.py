@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from xml.etree import ElementTree
 
 import numpy as np
 import pytest
@@ -269,13 +270,25 @@ def test_no_optimum_in_json(data):  # noqa: F811
     assert out["optimum"] == {"temperature": None, "reason": NO_OPTIMUM_COLD, "passes": 0}
 
 
-@pytest.mark.parametrize("suffix", ["png", "svg"])
+@pytest.mark.parametrize("suffix", ["png", "svg", "html"])
 def test_plot_file(data, suffix):  # noqa: F811
     result = run("sweep-temperature", *BASE, "--steps", "8", "--plot", f"curve.{suffix}",
                  "-f", "json")
     assert result.exit_code == 0
     content = (data / f"curve.{suffix}").read_bytes()
-    assert content.startswith(b"\x89PNG") if suffix == "png" else b"<svg" in content[:2000]
+    if suffix == "png":
+        assert content.startswith(b"\x89PNG\r\n\x1a\n")
+        return
+    if suffix == "html":
+        assert content.startswith(b"<!DOCTYPE html>")
+        content = content[content.index(b"<svg"):content.rindex(b"</svg>") + 6]
+    figure = ElementTree.fromstring(content)
+    assert figure.tag == "{http://www.w3.org/2000/svg}svg"
+    texts = " ".join(figure.itertext())
+    optimum = json.loads(result.stdout)["optimum"]["temperature"]
+    assert f"optimum τ = {optimum:.4g}" in texts
+    assert len(figure.findall(".//{*}polyline")) == 1  # the curve over the 8 grid points
+    assert len(figure.find(".//{*}polyline").get("points").split()) == 8
 
 
 def test_table_has_plot_and_optimum(data):  # noqa: F811
@@ -292,7 +305,7 @@ def test_table_has_plot_and_optimum(data):  # noqa: F811
     (("--temperatures", "0.1,-1"), "error: --temperatures: every temperature must be > 0, got -1"),
     (("--temperatures", "a,b"),
      "error: --temperatures: expected numbers like 0.01,0.05,0.1, got 'a,b'"),
-    (("--plot", "curve.pdf"), "error: --plot curve.pdf: use a .png or .svg file name"),
+    (("--plot", "curve.pdf"), "error: --plot curve.pdf: use a .png, .svg or .html file name"),
 ])
 def test_bad_grids(data, args, line):  # noqa: F811
     result = run("sweep-temperature", *BASE, *args)
@@ -317,6 +330,12 @@ def test_plot_without_matplotlib_is_a_clear_error(data, monkeypatch):  # noqa: F
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if it were not installed
     result = run("sweep-temperature", *BASE, "--plot", "curve.png")
     assert result.exit_code == 1
-    assert result.stderr == ("error: --plot needs matplotlib, which is not installed: "
-                             "pip install 'infonce-cli[plot]'\n")
+    assert result.stderr == ("error: --plot needs matplotlib for .png, which is not "
+                             "installed: pip install 'infonce-cli[plot]' (or write .svg or "
+                             ".html)\n")
     assert not (data / "curve.png").exists()
+    for suffix in ("svg", "html"):  # written by the tool itself
+        result = run("sweep-temperature", *BASE, "--steps", "8", "--plot", f"curve.{suffix}",
+                     "--quiet")
+        assert result.exit_code == 0, result.stderr
+        assert b"<svg" in (data / f"curve.{suffix}").read_bytes()
