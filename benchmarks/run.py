@@ -230,6 +230,24 @@ def suite_startup() -> list[Measurement]:
     ]
 
 
+def suite_diagnostics() -> list[Measurement]:
+    """Issue: score --diagnostics against plain score, in-batch N = 16,384, d = 384,
+    alternating, three runs each (the median is compared)."""
+    q, p = pairs(16384, 384, 3.0)
+    plain, diagnosed = [], []
+    for _ in range(3):
+        plain.append(measure("infonce score", ours("score", "-q", q, "-p", p)))
+        diagnosed.append(measure("infonce score --diagnostics",
+                                 ours("score", "-q", q, "-p", p, "--diagnostics")))
+    results = []
+    for runs in (plain, diagnosed):
+        runs.sort(key=lambda run: run.wall)
+        walls = ", ".join(f"{run.wall:.2f}" for run in runs)
+        results.append(replace(runs[1], note=f"median of {len(runs)}: {walls} s"))
+    results[1].baseline = results[0].name
+    return results
+
+
 REAL = HERE.parent.parent / "shared" / "data" / "debian-minilm"
 """Real embeddings (Debian package descriptions, all-MiniLM-L6-v2), beside the repository."""
 
@@ -585,6 +603,7 @@ SUITES: dict[str, Callable[[], list[Measurement]]] = {
     "real": suite_real,
     "gpu": suite_gpu,
     "retrieval": suite_retrieval,
+    "diagnostics": suite_diagnostics,
 }
 SUMMARIES: dict[str, Callable[[list[Measurement]], list[str]]] = {
     "real": real_summary, "gpu": gpu_summary, "retrieval": retrieval_summary}

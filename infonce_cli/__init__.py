@@ -25,6 +25,11 @@ _LAZY = {
     "compare": "api",
     "retrieval": "api",
     "compare_retrieval": "api",
+    "report": "api",
+    "report_html": "html_report",
+    "run_report": "runs",
+    "ReportRequest": "requests",
+    "ReportResult": "results",
     "run_retrieval": "runs",
     "RetrievalRequest": "requests",
     "RetrievalResult": "results",
@@ -67,14 +72,19 @@ __all__ = [
     "SweepRequest",
     "SweepResult",
     "__version__",
+    "ReportRequest",
+    "ReportResult",
     "RetrievalRequest",
     "RetrievalResult",
     "compare",
     "compare_retrieval",
     "info_nce",
+    "report",
+    "report_html",
     "retrieval",
     "run_retrieval",
     "run_compare",
+    "run_report",
     "run_score",
     "run_sweep",
     "score",
@@ -82,9 +92,10 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from .api import compare, compare_retrieval, info_nce, retrieval, score, sweep
+    from .api import compare, compare_retrieval, info_nce, report, retrieval, score, sweep
     from .engine import EngineOptions
     from .errors import GateFailed, InfonceError
+    from .html_report import report_html
     from .requests import (
         CompareRequest,
         EngineSettings,
@@ -93,12 +104,13 @@ if TYPE_CHECKING:
         Inputs,
         Masking,
         Report,
+        ReportRequest,
         RetrievalRequest,
         ScoreRequest,
         SweepRequest,
     )
-    from .results import CompareResult, RetrievalResult, ScoreResult, SweepResult
-    from .runs import run_compare, run_retrieval, run_score, run_sweep
+    from .results import CompareResult, ReportResult, RetrievalResult, ScoreResult, SweepResult
+    from .runs import run_compare, run_report, run_retrieval, run_score, run_sweep
     from .similarity import Similarity
 
 

@@ -240,11 +240,11 @@ class TopK:
         self.index = torch.empty((like.shape[0], 0), dtype=torch.int64, device=like.device)
 
     def update(self, scores: torch.Tensor, first_index: int) -> None:
-        columns = torch.arange(first_index, first_index + scores.shape[1],
-                               device=scores.device).expand(scores.shape[0], -1)
-        merged = torch.cat([self.scores, scores.to(self.scores.dtype)], dim=1)
+        # The block's own k best first, then a merge of 2k: no copy of the block.
+        values, columns = scores.topk(min(self.k, scores.shape[1]), dim=1)
+        merged = torch.cat([self.scores, values.to(self.scores.dtype)], dim=1)
         self.scores, picked = merged.topk(min(self.k, merged.shape[1]), dim=1)
-        self.index = torch.cat([self.index, columns], dim=1).gather(1, picked)
+        self.index = torch.cat([self.index, columns + first_index], dim=1).gather(1, picked)
 
 
 class RunningState:

@@ -13,13 +13,28 @@ from .errors import UsageError, arg
 from .requests import (
     Source,
     compare_request,
+    report_request,
     retrieval_compare_request,
     retrieval_request,
     score_request,
     sweep_request,
 )
-from .results import CompareResult, ModelComparison, RetrievalResult, ScoreResult, SweepResult
-from .runs import run_compare, run_retrieval, run_retrieval_compare, run_score, run_sweep
+from .results import (
+    CompareResult,
+    ModelComparison,
+    ReportResult,
+    RetrievalResult,
+    ScoreResult,
+    SweepResult,
+)
+from .runs import (
+    run_compare,
+    run_report,
+    run_retrieval,
+    run_retrieval_compare,
+    run_score,
+    run_sweep,
+)
 from .similarity import Similarity
 
 
@@ -103,6 +118,15 @@ def sweep(query: Source, pos: Source, neg: Source | None = None, **options: Any)
     ([0.1, 1.0], True)
     """
     return run_sweep(sweep_request(query, pos, neg, **options))
+
+
+def report(query: Source, pos: Source, neg: Source | None = None,
+           **options: Any) -> ReportResult:
+    """What ``infonce report`` shows: a score with every diagnostic and the worst cases
+    (``worst``, 10 by default), and a sweep of the same inputs (``temperatures`` or
+    ``min``/``max``/``steps``); the options of :func:`score` otherwise.
+    :func:`~infonce_cli.html_report.report_html` turns it into the page."""
+    return run_report(report_request(query, pos, neg, **options))
 
 
 def compare(query_a: Source, pos_a: Source, query_b: Source, pos_b: Source,

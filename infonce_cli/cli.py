@@ -202,6 +202,7 @@ RecallAtOpt = Annotated[str, typer.Option(metavar="LIST", rich_help_panel=REPORT
 CiOpt = Annotated[bool, typer.Option("--ci", metavar="", rich_help_panel=REPORT, help="Add bootstrap 95% intervals of the mean loss, accuracy@1 and MRR.")]
 BootstrapOpt = Annotated[int, typer.Option(metavar="INT", rich_help_panel=REPORT, help="Bootstrap resamples.")]
 SeedOpt = Annotated[int, typer.Option(metavar="INT", rich_help_panel=REPORT, help="Seed of the resampling.")]
+HubnessKOpt = Annotated[int, typer.Option(metavar="K", rich_help_panel=REPORT, help="The k of the k-occurrence whose skewness measures hubness (with --diagnostics).")]
 WorstOpt = Annotated[int, typer.Option(metavar="K", rich_help_panel=REPORT, help="Report the K pairs with the highest loss.")]
 FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", metavar="FORMAT", rich_help_panel=OUTPUTS, help="auto, table, json or csv; auto is a table on a terminal and JSON when piped.")]
 OutputOpt = Annotated[str | None, typer.Option("--output", "-o", metavar="PATH", rich_help_panel=OUTPUTS, help="Write the aggregate to this file instead of stdout.", show_default=False)]
@@ -304,9 +305,12 @@ def score(
     bootstrap: BootstrapOpt = 1000,
     seed: SeedOpt = 0,
     worst: WorstOpt = 0,
+    diagnostics: Annotated[bool, typer.Option("--diagnostics", metavar="", rich_help_panel=REPORT, help="Add the geometry of both sides (alignment, uniformity, effective rank, anisotropy), hubness and the calibration of the softmax (ECE).")] = False,
+    hubness_k: HubnessKOpt = 10,
     fmt: FormatOpt = OutputFormat.AUTO,
     output: OutputOpt = None,
     per_sample: PerSampleOpt = None,
+    plot: Annotated[str | None, typer.Option(metavar="PATH", rich_help_panel=OUTPUTS, help="Write a figure of the losses, ranks, calibration and similarities to a .svg, .html or .png file (.png needs matplotlib).", show_default=False)] = None,
     fail_above: Annotated[float | None, typer.Option(metavar="NATS", rich_help_panel=GATES, help="Exit 3 when the mean loss is above this (≥ 0), after printing the results.", show_default=False)] = None,
     fail_below_accuracy: Annotated[float | None, typer.Option(metavar="FRACTION", rich_help_panel=GATES, help="Exit 3 when accuracy@1 is below this (0 to 1), after printing the results.", show_default=False)] = None,
     quiet: QuietOpt = False,
@@ -322,17 +326,24 @@ def score(
         if bootstrap != 1000 and not ci:
             raise UsageError(f"{arg('bootstrap')} sets the resamples of {arg('ci')}: add "
                              f"{arg('ci')}")
-        _check_outputs({"output": output, "per_sample": per_sample}, request.inputs.paths())
+        from . import plots
+
+        plots.check_figure_target("plot", plot)
+        _check_outputs({"output": output, "per_sample": per_sample, "plot": plot},
+                       request.inputs.paths())
         return request
 
     def show(result: Any) -> None:
-        from . import render
+        from . import figures, plots, render
 
         if per_sample is not None:
             render.write_per_sample(result.per_sample, per_sample, result.run)
+        if plot is not None:
+            plots.write_figure(figures.score_panels(result), plot)
         if result.run.leader:
-            render.emit(render.score_output(result, _format(fmt, output)), output,
-                        to_stderr=per_sample == "-")
+            render.emit(render.score_output(result, _format(fmt, output),
+                                            pictures=not quiet and output is None),
+                        output, to_stderr=per_sample == "-")
             if not quiet:
                 render.print_notes(result.notes)
 
@@ -377,7 +388,7 @@ def sweep_temperature(
     fmt: FormatOpt = OutputFormat.AUTO,
     output: OutputOpt = None,
     per_sample: Annotated[str | None, typer.Option(metavar="PATH", rich_help_panel=OUTPUTS, help="Write per-sample rows at the optimum (else the best grid τ) to a .parquet, .csv or .jsonl file, or - for JSONL on stdout.", show_default=False)] = None,
-    plot: Annotated[str | None, typer.Option(metavar="PATH", rich_help_panel=OUTPUTS, help="Write a figure of loss against τ to a .png or .svg file (needs matplotlib: pip install 'infonce-cli\\[plot]').", show_default=False)] = None,
+    plot: Annotated[str | None, typer.Option(metavar="PATH", rich_help_panel=OUTPUTS, help="Write a figure of loss against τ to a .svg, .html or .png file (.png needs matplotlib: pip install 'infonce-cli\\[plot]').", show_default=False)] = None,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -414,6 +425,78 @@ def sweep_temperature(
             render.print_notes(notes)
 
     _command(build, _runner("run_sweep", quiet), show, debug)
+
+
+@app.command(cls=_Command, epilog="Examples:\n\n  infonce report -q q.npy -p p.npy --neg n.npy -o report.html\n\n  infonce report -q pairs.parquet --query-col query -p pairs.parquet --pos-col positive --id-col id -o review.html")
+def report(
+    query: QueryOpt,
+    pos: PosOpt,
+    neg: NegOpt = None,
+    output: Annotated[str, typer.Option("--output", "-o", metavar="PATH", rich_help_panel=OUTPUTS, help="The .html file to write: one self-contained page, no network needed to view it.", show_default=False)] = ...,  # type: ignore[assignment]
+    temperature: Annotated[str, typer.Option("--temperature", "-t", metavar="FLOAT|auto", rich_help_panel=ENGINE, help="Temperature τ of the score and its diagnostics, or auto for the loss-minimising τ.")] = "0.05",
+    temperatures: Annotated[str | None, typer.Option(metavar="LIST", rich_help_panel=GRID, help="Explicit sweep grid, comma-separated; overrides --min/--max/--steps.", show_default=False)] = None,
+    minimum: Annotated[float, typer.Option("--min", metavar="FLOAT", rich_help_panel=GRID, help="Smallest sweep temperature.")] = 0.01,
+    maximum: Annotated[float, typer.Option("--max", metavar="FLOAT", rich_help_panel=GRID, help="Largest sweep temperature.")] = 1.0,
+    steps: Annotated[int, typer.Option(metavar="INT", rich_help_panel=GRID, help="Number of sweep temperatures (2 to 10,000).")] = 50,
+    in_batch: InBatchOpt = False,
+    batch_size: BatchSizeOpt = None,
+    query_key: QueryKeyOpt = None,
+    pos_key: PosKeyOpt = None,
+    neg_key: NegKeyOpt = None,
+    query_col: QueryColOpt = None,
+    pos_col: PosColOpt = None,
+    neg_col: NegColOpt = None,
+    id_col: IdColOpt = None,
+    pos_ids: PosIdsOpt = None,
+    neg_ids: NegIdsOpt = None,
+    pos_id_col: PosIdColOpt = None,
+    neg_id_col: NegIdColOpt = None,
+    mask_duplicates: MaskDuplicatesOpt = False,
+    allow_empty: AllowEmptyOpt = False,
+    query_ids: QueryIdsOpt = None,
+    query_id_col: QueryIdColOpt = None,
+    multi_positive: MultiPositiveOpt = MultiPositive.NTXENT,
+    similarity: SimilarityOpt = SimilarityChoice.COSINE,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = DtypeChoice.FLOAT32,
+    allow_tf32: AllowTf32Opt = False,
+    max_memory: MaxMemoryOpt = "512MiB",
+    recall_at: RecallAtOpt = "1,5,10",
+    worst: Annotated[int, typer.Option(metavar="K", rich_help_panel=REPORT, help="The K pairs with the highest loss, with their ids and hardest negatives.")] = 10,
+    hubness_k: HubnessKOpt = 10,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """One self-contained HTML page to review a model: the score, its diagnostics, the
+    sweep with its optimum, the pictures and the worst cases."""
+    options = _options(locals(), "query", "pos", "neg", "minimum", "maximum", "output")
+    options.update({"min": minimum, "max": maximum})
+
+    def build() -> Any:
+        from pathlib import Path
+
+        from .requests import report_request
+
+        if Path(output).suffix.lower() not in (".html", ".htm"):
+            raise UsageError(f"{arg('output')} {output}: use a .html file name")
+        request = report_request(query, pos, neg, **options)
+        _check_outputs({"output": output}, request.inputs.paths())
+        return request
+
+    def show(result: Any) -> None:
+        from . import io, render
+        from .html_report import report_html
+
+        page = report_html(result).encode()
+
+        def write(handle: Any) -> None:
+            handle.write(page)
+
+        io.write_atomically(output, write)
+        if not quiet:
+            render.print_notes([*result.score.notes, f"wrote {output}"])
+
+    _command(build, _runner("run_report", quiet), show, debug)
 
 
 @app.command(cls=_Command, epilog="Examples:\n\n  infonce compare --query-a a/q.npy --pos-a a/p.npy --query-b b/q.npy --pos-b b/p.npy --metric mrr --fail-if-worse\n\n  infonce compare --qrels qrels.tsv --query-a a/q.parquet --corpus-a a/c.parquet --query-b b/q.parquet --corpus-b b/c.parquet --query-b c/q.parquet --corpus-b c/c.parquet")

@@ -198,9 +198,9 @@ def _diagnostics(diagnostics: Diagnostics | None) -> str:
         if name.startswith(("hubness", "antihub")) and d.hubness is not None:
             why = why.replace("k best", f"{d.hubness.k} best")
         digits = 1 if name == "effective rank" else 4
-        values = (_cell(_number(query, digits), "num") + _cell(_number(pos, digits), "num")
-                  if pos is not None else _cell(_number(query), "num", span=2))
-        body.append(f"<tr>{_cell(svg.escape(name))}{values}"
+        cells = (_cell(_number(query, digits), "num") + _cell(_number(pos, digits), "num")
+                 if pos is not None else _cell(_number(query), "num", span=2))
+        body.append(f"<tr>{_cell(svg.escape(name))}{cells}"
                     f"{_cell(svg.escape(better), 'better')}{_cell(svg.escape(why), 'why')}</tr>")
     return ('<section id="diagnostics">\n<h2>Diagnostics</h2>\n'
             + _table(["diagnostic", "queries", "positives", "better", "what it means"], body,

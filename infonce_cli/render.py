@@ -31,6 +31,7 @@ from rich.text import Text
 from .errors import Note, UsageError, arg
 from .results import (
     CompareResult,
+    Diagnostics,
     ModelComparison,
     RetrievalResult,
     RunInfo,
@@ -92,7 +93,7 @@ def print_table(renderable: Any, file: IO[str] | None = None, width: int | None 
     console.print(renderable)
 
 
-def _fmt(value: float, digits: int = 4) -> str:
+def _fmt(value: float | None, digits: int = 4) -> str:
     return "—" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
@@ -159,9 +160,16 @@ def _per_query_rows(result: ScoreResult) -> list[tuple[str, str]]:
     return rows
 
 
-def score_report(result: ScoreResult) -> Group:
-    """The aggregate table, followed by the worst samples when asked for."""
+def score_report(result: ScoreResult, pictures: bool = False) -> Group:
+    """The aggregate table, followed by the worst samples and the diagnostics when asked
+    for, and with ``pictures`` text histograms of the losses and ranks."""
     parts: list[Any] = [score_table(result)]
+    if pictures and result.per_sample is not None:
+        from .figures import loss_histogram, rank_distribution
+        from .plots import text_histogram
+
+        parts += [Text(text_histogram(loss_histogram(result.per_sample["loss"]))),
+                  Text(text_histogram(rank_distribution(result.per_sample["rank"])))]
     if result.worst:
         worst = Table(title=f"{len(result.worst)} highest losses", title_justify="left")
         for name in ("index", "id", "loss", "positive", "hardest negative", "its score", "rank"):
@@ -174,7 +182,35 @@ def score_report(result: ScoreResult) -> Group:
                           str(case.hardest_negative_index if hardest is None else hardest),
                           _fmt(case.hardest_negative_score), str(case.rank))
         parts.append(worst)
+    if result.diagnostics is not None:
+        parts.append(diagnostics_table(result.diagnostics))
     return Group(*parts)
+
+
+def diagnostics_table(diagnostics: Diagnostics) -> Table:
+    """The geometry of each side and the calibration of the softmax, one line each."""
+    table = Table(title="diagnostics (unit rows)", title_justify="left")
+    for name in ("", "query", "pos", "reads"):
+        table.add_column(name, justify="left" if name in ("", "reads") else "right")
+    table.add_row("alignment", _fmt(diagnostics.alignment), "",
+                  "mean ‖q̂ − p̂‖² of the pairs; lower: positives closer")
+    for name, pair, reads in (
+            ("uniformity", diagnostics.uniformity, "log mean exp(−2‖x̂ᵢ − x̂ⱼ‖²); lower: "
+                                                   "more evenly spread"),
+            ("effective rank", diagnostics.effective_rank, "RankMe: dimensions in use"),
+            ("anisotropy", diagnostics.anisotropy, "mean cosine of distinct rows; 0: "
+                                                   "no common direction")):
+        table.add_row(name, _fmt(pair.query), _fmt(pair.pos), reads)
+    hubness = diagnostics.hubness
+    if hubness is not None:
+        table.add_row(f"hubness (k = {hubness.k})", _fmt(hubness.skewness), "",
+                      f"skewness of the {hubness.k}-occurrence; "
+                      f"{hubness.antihub_share:.1%} of {hubness.candidates} candidates in no "
+                      "top-k")
+    calibration = diagnostics.calibration
+    table.add_row("ECE", _fmt(calibration.ece), "",
+                  f"expected calibration error of the softmax (MCE {_fmt(calibration.mce)})")
+    return table
 
 
 def print_notes(notes: tuple[str, ...] | list[str]) -> None:
@@ -308,12 +344,14 @@ def sweep_table(result: SweepResult) -> Table:
     run = result.run
     table = Table(title=f"{run.n} pairs · {_mode(run)} · {run.similarity} · "
                         f"{len(result.rows)} temperatures", title_justify="left")
-    for name in ("τ", "loss mean", "loss std", "MI bound (nats)"):
+    calibrated = result.calibration_optimum is not None
+    for name in ("τ", "loss mean", "loss std", "MI bound (nats)", *(("ECE",) * calibrated)):
         table.add_column(name, justify="right")
     for row in result.rows:
         style = "bold" if row is result.best_grid else None
         table.add_row(f"{row.temperature:.4g}", _fmt(row.loss_mean), _fmt(row.loss_std),
-                      _fmt(row.mi_lower_bound_nats), style=style)
+                      _fmt(row.mi_lower_bound_nats), *((_fmt(row.ece),) * calibrated),
+                      style=style)
     return table
 
 
@@ -325,9 +363,12 @@ def sweep_summary(result: SweepResult) -> str:
     if optimum.temperature is None:
         return f"no finite optimum: {optimum.reason} · {ranks}"
     state = "" if optimum.converged else " (not converged)"
+    calibrated = result.calibration_optimum
+    lowest_ece = ("" if calibrated is None else f" · lowest ECE {_fmt(calibrated.ece)} at "
+                  f"τ = {calibrated.temperature:.4g}")
     return (f"optimum τ = {optimum.temperature:.6g}, mean loss "
             f"{optimum.loss_mean or 0.0:.6f}{state} · best grid τ = "
-            f"{result.best_grid.temperature:.4g} · {ranks}")
+            f"{result.best_grid.temperature:.4g}{lowest_ece} · {ranks}")
 
 
 def sweep_text_plot(result: SweepResult, width: int = 64, height: int = 14) -> str:
@@ -398,10 +439,11 @@ def compare_csv(result: CompareResult) -> str:
 # ---------------------------------------------------------------- putting it out
 
 
-def score_output(result: ScoreResult, file_format: str) -> Any:
-    """A score result as a table (a renderable), JSON or CSV text."""
+def score_output(result: ScoreResult, file_format: str, pictures: bool = False) -> Any:
+    """A score result as a table (a renderable; with ``pictures``, text histograms under
+    it), JSON or CSV text."""
     if file_format == "table":
-        return score_report(result)
+        return score_report(result, pictures)
     if file_format == "csv":
         return to_csv([result.to_dict()])
     return to_json(result.to_dict())

@@ -208,9 +208,18 @@ class ScoreRequest:
     masking: Masking = field(default_factory=Masking)
     report: Report = field(default_factory=Report)
     gates: Gates = field(default_factory=Gates)
+    diagnostics: bool = False
+    """Add the geometry of both sides and the calibration of the softmax."""
+    hubness_k: int = 10
+    """The k of the k-occurrence whose skewness measures hubness."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "temperature", parse_temperature(self.temperature))
+        if not _whole(self.hubness_k, 1):
+            raise UsageError(f"{arg('hubness_k')} must be at least 1, got {self.hubness_k}")
+        if self.diagnostics and self.engine.symmetric:
+            raise UsageError(f"{arg('diagnostics')} describes one direction's softmax: leave "
+                             f"out {arg('symmetric')}")
 
 
 @dataclass(frozen=True)
@@ -224,6 +233,30 @@ class SweepRequest:
     masking: Masking = field(default_factory=Masking)
     report: Report = field(default_factory=Report)
     per_sample: bool = False
+
+
+@dataclass(frozen=True)
+class ReportRequest:
+    """A score with every diagnostic, the worst cases, and a temperature sweep of the same
+    inputs: what a person looks at to review a model."""
+
+    inputs: Inputs
+    temperature: float | str = 0.05
+    grid: Grid = field(default_factory=Grid)
+    engine: EngineSettings = field(default_factory=EngineSettings)
+    masking: Masking = field(default_factory=Masking)
+    report: Report = field(default_factory=lambda: Report(worst=10))
+    hubness_k: int = 10
+
+    def score(self) -> ScoreRequest:
+        return ScoreRequest(self.inputs, self.temperature, self.engine, self.masking,
+                            self.report, diagnostics=True, hubness_k=self.hubness_k)
+
+    def sweep(self) -> SweepRequest:
+        return SweepRequest(self.inputs, self.grid, self.engine, self.masking, self.report)
+
+    def __post_init__(self) -> None:
+        self.score()  # refuses what a score would
 
 
 @dataclass(frozen=True)
@@ -451,7 +484,7 @@ def score_request(query: Source, pos: Source, neg: Source | None = None,
                   **options: Any) -> ScoreRequest:
     """A ScoreRequest from the command line's options, named as its flags in snake_case."""
     sections = _sections(options, Inputs, EngineSettings, Masking, Report, Gates,
-                         extra=("temperature",))
+                         extra=("temperature", "diagnostics", "hubness_k"))
     return ScoreRequest(Inputs(query, pos, neg, **sections[Inputs]),
                         engine=EngineSettings(**sections[EngineSettings]),
                         masking=Masking(**sections[Masking]), report=Report(**sections[Report]),
@@ -467,6 +500,18 @@ def sweep_request(query: Source, pos: Source, neg: Source | None = None,
                         EngineSettings(**sections[EngineSettings]),
                         Masking(**sections[Masking]), Report(**sections[Report]),
                         **sections[None])
+
+
+def report_request(query: Source, pos: Source, neg: Source | None = None,
+                   **options: Any) -> ReportRequest:
+    """A ReportRequest from options named as the command line's flags in snake_case."""
+    sections = _sections(options, Inputs, Grid, EngineSettings, Masking, Report,
+                         extra=("temperature", "hubness_k"))
+    report = {"worst": 10, **sections[Report]}
+    return ReportRequest(Inputs(query, pos, neg, **sections[Inputs]), grid=Grid(**sections[Grid]),
+                         engine=EngineSettings(**sections[EngineSettings]),
+                         masking=Masking(**sections[Masking]), report=Report(**report),
+                         **sections[None])
 
 
 def compare_request(query_a: Source, pos_a: Source, query_b: Source, pos_b: Source,

@@ -126,6 +126,86 @@ class PerQuery:
         return out
 
 
+@dataclass(frozen=True)
+class SidePair:
+    """One diagnostic of each side: the queries and the positives (or the corpus)."""
+
+    query: float
+    pos: float
+
+    def to_dict(self) -> dict[str, float]:
+        return {"query": self.query, "pos": self.pos}
+
+
+@dataclass(frozen=True)
+class Hubness:
+    """The k-occurrence of the candidates the queries share: how often each is among the
+    k best-scoring candidates of a query."""
+
+    k: int
+    skewness: float
+    antihub_share: float
+    """The share of candidates never among any query's k best."""
+    max_occurrence: int
+    candidates: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class CalibrationBin:
+    """Queries whose largest softmax probability lies in [low, high)."""
+
+    low: float
+    high: float
+    count: int
+    confidence: float
+    """Their mean largest probability (0 when the bin is empty)."""
+    accuracy: float
+    """The share of them whose positive is top-1 (0 when the bin is empty)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How far the softmax's top-1 probability is from the top-1 accuracy."""
+
+    ece: float
+    mce: float
+    bins: tuple[CalibrationBin, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ece": self.ece, "mce": self.mce, "bins": [b.to_dict() for b in self.bins]}
+
+
+@dataclass(frozen=True)
+class Diagnostics:
+    """The geometry of the embedding space and the calibration of the softmax."""
+
+    alignment: float
+    uniformity: SidePair
+    effective_rank: SidePair
+    anisotropy: SidePair
+    hubness: Hubness | None
+    """None where no two queries share a candidate (paired negatives)."""
+    calibration: Calibration
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "alignment": self.alignment,
+            "uniformity": self.uniformity.to_dict(),
+            "effective_rank": self.effective_rank.to_dict(),
+            "anisotropy": self.anisotropy.to_dict(),
+        }
+        if self.hubness is not None:
+            out["hubness"] = self.hubness.to_dict()
+        out["calibration"] = self.calibration.to_dict()
+        return out
+
+
 PerSampleColumns = Mapping[str, Any]
 """Per-sample columns (name → a NumPy array of one value per pair), in output order."""
 
@@ -155,6 +235,7 @@ class ScoreResult:
     per_query: PerQuery | None = None
     """Metrics per query when several rows share one (``query_ids``)."""
     multi_positive: str | None = None
+    diagnostics: Diagnostics | None = None
     per_sample: PerSampleColumns | None = field(default=None, compare=False, repr=False)
     """This process's per-sample rows (all of them, unless distributed); not in to_dict()."""
 
@@ -189,6 +270,8 @@ class ScoreResult:
         if self.per_query is not None:
             out["multi_positive"] = self.multi_positive
             out["per_query"] = self.per_query.to_dict()
+        if self.diagnostics is not None:
+            out["diagnostics"] = self.diagnostics.to_dict()
         out.update(run)
         out["notes"] = [str(note) for note in self.notes]
         return out
@@ -225,9 +308,11 @@ class SweepRow:
     loss_mean: float
     loss_std: float
     mi_lower_bound_nats: float
+    ece: float | None = None
+    """The expected calibration error of the softmax there (not for symmetric losses)."""
 
     def to_dict(self) -> dict[str, float]:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if v is not None}
 
 
 @dataclass(frozen=True)
@@ -249,6 +334,13 @@ class SweepResult:
     """Per-sample rows at ``per_sample_temperature`` (asked for); not in to_dict()."""
     per_sample_temperature: float | None = None
 
+    @property
+    def calibration_optimum(self) -> SweepRow | None:
+        """The grid point with the smallest expected calibration error (None when the ECE
+        is not reported)."""
+        rated = [row for row in self.rows if row.ece is not None]
+        return min(rated, key=lambda row: row.ece or 0.0) if rated else None
+
     def to_dict(self) -> dict[str, Any]:
         run = self.run.to_dict()
         out: dict[str, Any] = {
@@ -269,9 +361,28 @@ class SweepResult:
             out["multi_positive"] = self.multi_positive
         if self.per_sample_temperature is not None:
             out["per_sample_temperature"] = self.per_sample_temperature
+        calibrated = self.calibration_optimum
+        if calibrated is not None:
+            out["calibration_optimum"] = {"temperature": calibrated.temperature,
+                                          "ece": calibrated.ece}
         out.update(run)
         out["notes"] = [str(note) for note in self.notes]
         return out
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    """What ``infonce report`` shows: a score with its diagnostics and per-sample rows, and
+    a temperature sweep of the same inputs."""
+
+    score: ScoreResult
+    sweep: SweepResult
+    inputs: dict[str, str]
+    """Each input role (query, pos, neg) and what was given for it."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"inputs": dict(self.inputs), "score": self.score.to_dict(),
+                "sweep": self.sweep.to_dict()}
 
 
 @dataclass(frozen=True)

@@ -29,10 +29,19 @@ import numpy as np
 import torch
 
 from . import io
+from .diagnostics import diagnose
 from .distributed import Cluster, gather_scores
 from .distributed import start as start_cluster
 from .distributed import stop as stop_cluster
-from .engine import CandidateIds, EngineOptions, PerSampleScores, fold_passes, score_embeddings
+from .engine import (
+    CandidateIds,
+    EngineOptions,
+    NegativeMode,
+    PerSampleScores,
+    fold_passes,
+    negative_mode,
+    score_embeddings,
+)
 from .errors import GateFailed, InfonceError, InputError, UsageError, arg
 from .ranking import (
     fit_retrieval_temperature,
@@ -46,6 +55,7 @@ from .requests import (
     Inputs,
     Masking,
     Report,
+    ReportRequest,
     RetrievalCompareRequest,
     RetrievalRequest,
     ScoreRequest,
@@ -56,6 +66,7 @@ from .requests import (
 from .results import (
     CompareResult,
     ModelComparison,
+    ReportResult,
     RetrievalResult,
     RunInfo,
     ScoreResult,
@@ -66,6 +77,7 @@ from .summaries import (
     Labels,
     compare_models,
     compare_scores,
+    kept_queries,
     summarize_retrieval,
     summarize_score,
     summarize_sweep,
@@ -84,8 +96,13 @@ def run_score(request: ScoreRequest, progress: Progress | None = None) -> ScoreR
     auto = request.temperature == "auto"
     tau = 1.0 if auto else float(request.temperature)
     with _cluster(request.engine) as cluster:
+        if request.diagnostics and cluster.world > 1:
+            raise UsageError(f"{arg('diagnostics')} runs in one process: leave out torchrun")
         options, data, ids, share = _prepare(request.inputs, request.engine, request.masking,
                                              (tau,), cluster)
+        if request.diagnostics and negative_mode(data.arrays[2], options.in_batch
+                                                 ) is not NegativeMode.PAIRED:
+            options = replace(options, top_k=request.hubness_k)  # for the hubness
         started = time.perf_counter()
         with _progress(progress, cluster, share) as advance, cluster.together():
             if auto:
@@ -95,12 +112,26 @@ def run_score(request: ScoreRequest, progress: Progress | None = None) -> ScoreR
             else:
                 local = score_embeddings(*data.arrays, options, advance, ids)
         scores = gather_scores(cluster, local)
+        labels = _labels(data, request.masking, request.report, ids)
         result = summarize_score(
             scores, _run_info(scores, options, time.perf_counter() - started, cluster), tau,
-            _labels(data, request.masking, request.report, ids), temperature_fitted=auto,
-            local=local, first_row=share[0])
+            labels, temperature_fitted=auto, local=local, first_row=share[0])
+        if request.diagnostics:
+            result = replace(result, diagnostics=diagnose(
+                *data.arrays, scores, tau, kept_queries(scores, labels)[0], options,
+                request.hubness_k))
     check_gates(result, request.gates)
     return result
+
+
+def run_report(request: ReportRequest, progress: Progress | None = None) -> ReportResult:
+    """A score with every diagnostic and the worst cases, and a sweep of the same inputs."""
+    inputs = request.inputs
+    named = {role: str(source) if is_path(source) else f"array {tuple(source.shape)}"
+             for role, source in (("query", inputs.query), ("pos", inputs.pos),
+                                  ("neg", inputs.neg)) if source is not None}
+    return ReportResult(run_score(request.score(), progress),
+                        run_sweep(request.sweep(), progress), named)
 
 
 def run_sweep(request: SweepRequest, progress: Progress | None = None) -> SweepResult:

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from .calibration import expected_calibration_errors
 from .engine import NegativeMode, PerSampleScores
 from .errors import InfonceError, InputError, Note, arg
 from .metrics import (
@@ -160,6 +161,13 @@ def summarize_sweep(
         bound, _ = mi_lower_bound(loss[keep], num_candidates[keep])
         rows.append(SweepRow(temperature, float(loss[keep].mean()), float(loss[keep].std()),
                              bound))
+    if not run.symmetric:  # a symmetric loss averages two softmaxes: none to calibrate
+        eces = expected_calibration_errors(
+            grid.loss[:, :len(temperatures)].detach().double().cpu().numpy()[keep],
+            grid.positive_score.detach().double().cpu().numpy()[keep],
+            grid.hardest_negative_score.detach().double().cpu().numpy()[keep],
+            grid.rank.cpu().numpy()[keep] == 1, temperatures)
+        rows = [replace(row, ece=ece) for row, ece in zip(rows, eces, strict=True)]
     if optimum.temperature is not None and not keep.all():
         # Queries left with no negative have a loss and slope of exactly 0 at every τ:
         # the fit's means over all queries scale to the kept ones exactly.

@@ -222,7 +222,8 @@ def test_sweep_command_json(data):  # noqa: F811
     out = json.loads(result.stdout)
     assert out.keys() >= SWEEP_KEYS
     assert len(out["rows"]) == 12
-    assert set(out["rows"][0]) == {"temperature", "loss_mean", "loss_std", "mi_lower_bound_nats"}
+    assert set(out["rows"][0]) == {"temperature", "loss_mean", "loss_std", "mi_lower_bound_nats",
+                                   "ece"}
     assert out["rows"][0]["temperature"] == 0.01
     assert out["rows"][-1]["temperature"] == 1.0
     best = min(out["rows"], key=lambda row: row["loss_mean"])
@@ -239,7 +240,7 @@ def test_explicit_temperatures_and_csv(data):  # noqa: F811
     result = run("sweep-temperature", *BASE, "--temperatures", "0.1,0.02,0.05", "-f", "csv")
     assert result.exit_code == 0
     lines = result.stdout.splitlines()
-    assert lines[0] == "temperature,loss_mean,loss_std,mi_lower_bound_nats"
+    assert lines[0] == "temperature,loss_mean,loss_std,mi_lower_bound_nats,ece"
     assert [float(line.split(",")[0]) for line in lines[1:]] == [0.02, 0.05, 0.1]
 
 

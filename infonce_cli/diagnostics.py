@@ -1,0 +1,201 @@
+"""The geometry and calibration of an embedding space, streamed by row blocks.
+
+All rows are L2-normalised first (x̂). For queries Q and positives P, row-aligned:
+
+- alignment: the mean over pairs of ‖q̂_i − p̂_i‖² (Wang & Isola 2020, α = 2);
+- uniformity, per side: log of the mean over distinct pairs i < j of
+  exp(−2‖x̂_i − x̂_j‖²) = exp(4·x̂_i·x̂_j − 4), exact over all N(N−1)/2 pairs: one
+  pass over the upper triangle of blocks, each block's terms summed at once (they lie
+  in [e⁻⁸, 1], so no running maximum is needed);
+- effective rank, per side: RankMe, exp(−Σ p_k log p_k) with p_k = σ_k / Σσ + 1e-7 over
+  the singular values of the (N, d) matrix of unit rows, from its d × d Gram matrix
+  accumulated over row blocks in float64;
+- anisotropy, per side: the mean cosine between distinct rows, (‖Σ x̂_i‖² − N) / (N(N−1));
+- hubness: the skewness of the k-occurrence N_k (how often each candidate is among the
+  k best-scoring candidates of a query) and the share of candidates never among them,
+  from the top-k lists the engine keeps;
+- calibration: the expected and maximum calibration error of each query's softmax over
+  its candidates at τ (confidence: the largest probability; correct: the positive scores
+  above every negative), in equal-width bins.
+
+Everything here is torch and NumPy: no files, no printing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from .calibration import calibration, top_probability
+from .engine import EngineOptions, NegativeMode, PerSampleScores
+from .results import Diagnostics, Hubness, SidePair
+from .rows import Rows
+
+Array = np.ndarray[Any, Any]
+
+RANKME_EPSILON = 1e-7
+"""Added to each normalised singular value before the entropy, as in RankMe."""
+
+HUBNESS_K = 10
+
+_ROW_BLOCK = 512
+_COLUMN_BLOCK = 4096
+
+
+def unit_rows(rows: torch.Tensor) -> torch.Tensor:
+    """Rows divided by their L2 norms (rows of zeros must be refused before)."""
+    norms: torch.Tensor = torch.linalg.vector_norm(rows, dim=-1, keepdim=True)
+    return rows / norms
+
+
+def _read(source: Rows, start: int, stop: int, dtype: torch.dtype,
+          device: torch.device) -> torch.Tensor:
+    """Unit rows [start, stop) of ``source``."""
+    block = source[start:stop]
+    block = block.detach() if isinstance(block, torch.Tensor) else torch.from_numpy(
+        np.array(block, dtype=np.float64 if dtype == torch.float64 else np.float32))
+    return unit_rows(block.to(device=device, dtype=dtype))
+
+
+def _blocks(source: Rows, dtype: torch.dtype, device: torch.device,
+            size: int = _ROW_BLOCK) -> Iterator[torch.Tensor]:
+    """Unit rows of ``source`` in blocks of ``size``."""
+    for start in range(0, int(source.shape[0]), size):
+        yield _read(source, start, start + size, dtype, device)
+
+
+class SideGeometry:
+    """Running sums over one side's unit rows: their sum and their Gram matrix (float64)."""
+
+    def __init__(self, dim: int, device: torch.device) -> None:
+        self.n = 0
+        self.total = torch.zeros(dim, dtype=torch.float64, device=device)
+        self.gram = torch.zeros((dim, dim), dtype=torch.float64, device=device)
+
+    def add(self, units: torch.Tensor) -> None:
+        self.n += units.shape[0]
+        self.total += units.sum(dim=0)
+        self.gram += units.T @ units
+
+    def anisotropy(self) -> float:
+        """The mean cosine over ordered pairs of distinct rows."""
+        n = self.n
+        return float((self.total.square().sum() - n) / (n * (n - 1)))
+
+    def effective_rank(self) -> float:
+        """RankMe of the unit rows: the min(N, d) singular values are the square roots of
+        the Gram matrix's largest eigenvalues."""
+        eigenvalues = torch.linalg.eigvalsh(self.gram)[-min(self.n, len(self.gram)):]
+        eigenvalues = eigenvalues.clamp_min(0)
+        singular = eigenvalues.sqrt()
+        p = singular / singular.sum() + RANKME_EPSILON
+        return float(torch.exp(-(p * p.log()).sum()))
+
+
+def uniformity(source: Rows, dtype: torch.dtype, device: torch.device,
+               max_memory: int) -> float:
+    """log mean_{i<j} exp(−2‖x̂_i − x̂_j‖²) over every distinct pair of rows: blocks of the
+    upper triangle of the Gram matrix, never more than one block at a time. The unit rows
+    are kept whole when they fit ``max_memory``, else read again for each row block."""
+    n, dim = int(source.shape[0]), int(source.shape[-1])
+    kept = None
+    if n * dim * torch.finfo(dtype).bits // 8 <= max_memory:
+        kept = torch.cat(list(_blocks(source, dtype, device)))
+
+    def units(start: int, stop: int) -> torch.Tensor:
+        return kept[start:stop] if kept is not None else _read(source, start, stop, dtype,
+                                                               device)
+
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    for start in range(0, n, _ROW_BLOCK):
+        rows = units(start, start + _ROW_BLOCK)
+        for first in range(start, n, _COLUMN_BLOCK):
+            candidates = units(first, first + _COLUMN_BLOCK)
+            terms = torch.exp(torch.addmm(torch.full((), -4.0, dtype=dtype, device=device),
+                                          rows, candidates.T, alpha=4.0))
+            if first < start + rows.shape[0]:  # the block holds the diagonal: i < j only
+                terms = torch.triu(terms, diagonal=start - first + 1)
+            total += terms.sum(dtype=torch.float64)
+    return math.log(float(total)) - math.log(n * (n - 1) / 2)
+
+
+def geometry(query: Rows, positive: Rows, device: torch.device
+             ) -> tuple[float, SideGeometry, SideGeometry]:
+    """The alignment of the pairs and each side's running sums, in one pass over both."""
+    dim = int(query.shape[-1])
+    sides = SideGeometry(dim, device), SideGeometry(dim, device)
+    squared = 0.0
+    for q, p in zip(_blocks(query, torch.float64, device),
+                              _blocks(positive, torch.float64, device), strict=True):
+        squared += float((q - p).square().sum())
+        sides[0].add(q)
+        sides[1].add(p)
+    return squared / sides[0].n, *sides
+
+
+def hubness(scores: PerSampleScores, universe: int, positive_ids: torch.Tensor,
+            k: int = HUBNESS_K) -> Hubness:
+    """k-occurrence skewness and antihub share over ``universe`` candidates, from each
+    query's top-k negatives (``scores.top_*``, numbered so that they index the universe)
+    merged with its positive (``positive_ids``)."""
+    assert scores.top_scores is not None
+    assert scores.top_index is not None
+    best = torch.cat([scores.positive_score.detach()[:, None].to(scores.top_scores.dtype),
+                      scores.top_scores], dim=1)
+    ids = torch.cat([positive_ids[:, None], scores.top_index], dim=1)
+    value, picked = best.topk(min(k, best.shape[1]), dim=1)
+    chosen = ids.gather(1, picked)[torch.isfinite(value)]
+    occurrence = torch.bincount(chosen.cpu(), minlength=universe).double()
+    spread = occurrence.std(correction=0)
+    skewness = (float(((occurrence - occurrence.mean()) ** 3).mean() / spread ** 3)
+                if spread > 0 else 0.0)
+    return Hubness(k=k, skewness=skewness,
+                   antihub_share=float((occurrence == 0).double().mean()),
+                   max_occurrence=int(occurrence.max()), candidates=universe)
+
+
+def hubness_universe(mode: NegativeMode, n: int, negatives: Rows | None
+                     ) -> tuple[int, torch.Tensor] | None:
+    """The candidates a mode's queries share, and each query's positive among them, in the
+    engine's numbering of negatives: the positives are rows 0..N−1 in-batch (negatives
+    follow them), and follow the K shared negatives in shared mode. None for paired
+    negatives, which no two queries share."""
+    rows = torch.arange(n)
+    if mode is NegativeMode.IN_BATCH:
+        return n, rows
+    assert negatives is not None
+    extra = int(np.prod(negatives.shape[:-1]))
+    if mode is NegativeMode.SHARED:
+        return extra + n, rows + extra
+    if mode is NegativeMode.PAIRED:
+        return None
+    return n + extra, rows
+
+
+def diagnose(query: Rows, positive: Rows, negatives: Rows | None, scores: PerSampleScores,
+             temperature: float, keep: Array, options: EngineOptions,
+             k: int = HUBNESS_K) -> Diagnostics:
+    """Every diagnostic of a run scored with ``options``: ``scores`` at ``temperature``
+    (with the top-k lists when the mode shares candidates), ``keep`` the queries that
+    count. Uniformity's products run in float32 (float64 for float64 runs)."""
+    device, max_memory = options.device, options.max_memory
+    work = torch.float64 if options.dtype == torch.float64 else torch.float32
+    alignment, queries, positives = geometry(query, positive, device)
+    universe = hubness_universe(scores.mode, int(query.shape[0]), negatives)
+    confidence = top_probability(
+        scores.loss[:, 0].detach().double().cpu().numpy(),
+        scores.positive_score.detach().double().cpu().numpy(),
+        scores.hardest_negative_score.detach().double().cpu().numpy(), 1.0 / temperature)
+    return Diagnostics(
+        alignment=alignment,
+        uniformity=SidePair(uniformity(query, work, device, max_memory),
+                            uniformity(positive, work, device, max_memory)),
+        effective_rank=SidePair(queries.effective_rank(), positives.effective_rank()),
+        anisotropy=SidePair(queries.anisotropy(), positives.anisotropy()),
+        hubness=None if universe is None else hubness(scores, *universe, k=k),
+        calibration=calibration(confidence[keep], (scores.rank.cpu().numpy() == 1)[keep]),
+    )

@@ -1,0 +1,270 @@
+"""Diagnostics against the papers' formulas written plainly in float64, and torchmetrics'
+CalibrationError as an oracle, on random and real data in every negative mode."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import infonce_cli
+from infonce_cli.calibration import calibration
+from tests.conftest import run_cli
+from tests.reference import candidate_sets, reference
+
+
+def _unit(x):
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def alignment_reference(query, positive):
+    q, p = _unit(query), _unit(positive)
+    return float(np.mean([np.sum((q[i] - p[i]) ** 2) for i in range(len(q))]))
+
+
+def uniformity_reference(x):
+    x = _unit(x)
+    n = len(x)
+    terms = [math.exp(-2 * float(np.sum((x[i] - x[j]) ** 2)))
+             for i in range(n) for j in range(i + 1, n)]
+    return math.log(sum(terms) / len(terms))
+
+
+def effective_rank_reference(x):
+    singular = np.linalg.svd(_unit(x), compute_uv=False)
+    p = singular / singular.sum() + 1e-7
+    return float(np.exp(-(p * np.log(p)).sum()))
+
+
+def anisotropy_reference(x):
+    x = _unit(x)
+    cosines = x @ x.T
+    n = len(x)
+    return float((cosines.sum() - np.trace(cosines)) / (n * (n - 1)))
+
+
+def hubness_reference(query, positive, negatives, in_batch, k):
+    """k-occurrence over every candidate the queries share, the positive included, with
+    the engine's numbering (positives first in-batch, after the shared rows otherwise)."""
+    n = len(query)
+    sets = candidate_sets(n, negatives, in_batch, None, positive)
+    shared_first = negatives is not None and negatives.ndim == 2 and not in_batch
+    offset = len(negatives) if shared_first else 0
+    universe = n + (int(np.prod(negatives.shape[:-1])) if negatives is not None else 0)
+    counts = np.zeros(universe)
+    q = _unit(query)
+    for i in range(n):
+        scored = [(float(q[i] @ _unit(positive[i])), offset + i)]
+        scored += [(float(q[i] @ _unit(vec)), j) for j, vec in sets[i]]
+        for _, j in sorted(scored, reverse=True)[:k]:
+            counts[j] += 1
+    mean, std = counts.mean(), counts.std()
+    return float(((counts - mean) ** 3).mean() / std ** 3), float((counts == 0).mean())
+
+
+def calibration_oracle(query, positive, negatives, in_batch, temperature):
+    """torchmetrics' multiclass CalibrationError on the explicit softmax over each query's
+    candidates (the positive as class 0), top-1, 15 bins, in float64."""
+    from torchmetrics.functional.classification import multiclass_calibration_error
+
+    n = len(query)
+    sets = candidate_sets(n, negatives, in_batch, None, positive)
+    width = 1 + max(len(s) for s in sets)
+    logits = torch.full((n, width), -math.inf, dtype=torch.float64)
+    q = _unit(query)
+    for i in range(n):
+        scores = [q[i] @ _unit(positive[i])] + [q[i] @ _unit(vec) for _, vec in sets[i]]
+        logits[i, :len(scores)] = torch.tensor(scores) / temperature
+    probabilities = torch.softmax(logits, dim=1)
+    # A negative tying with the positive counts against it, as in the rank: the target
+    # is then that negative, which torchmetrics' argmax (the first maximum) never picks.
+    ties = logits[:, 1:] == logits[:, :1]
+    target = torch.where(ties.any(dim=1), ties.int().argmax(dim=1) + 1, 0)
+    ece = multiclass_calibration_error(probabilities, target, num_classes=width, n_bins=15)
+    mce = multiclass_calibration_error(probabilities, target, num_classes=width, n_bins=15,
+                                       norm="max")
+    return float(ece), float(mce), float(probabilities.max(dim=1).values.max())
+
+
+MODES = {
+    "in-batch": {"neg": None, "in_batch": False},
+    "shared": {"neg": "shared", "in_batch": False},
+    "in-batch+shared": {"neg": "shared", "in_batch": True},
+    "in-batch+paired": {"neg": "paired", "in_batch": True},
+    "paired": {"neg": "paired", "in_batch": False},
+}
+
+
+def _random(rng, n=48, d=12, k=20, m=3):
+    query = rng.normal(size=(n, d)).astype(np.float32)
+    positive = (query + 0.8 * rng.normal(size=(n, d))).astype(np.float32)
+    return {"query": query, "positive": positive,
+            "shared": rng.normal(size=(k, d)).astype(np.float32),
+            "paired": rng.normal(size=(n, m, d)).astype(np.float32)}
+
+
+def _real(real_data, n=60):
+    return {"query": real_data["query"][:n], "positive": real_data["positive"][:n],
+            "shared": real_data["shared"][:40], "paired": real_data["paired"][:n, :4]}
+
+
+@pytest.mark.parametrize("source", ["random", "real"])
+@pytest.mark.parametrize("mode", list(MODES))
+def test_every_diagnostic_matches_its_float64_formula(source, mode, rng, real_data):
+    arrays = _random(rng) if source == "random" else _real(real_data)
+    setting = MODES[mode]
+    negatives = None if setting["neg"] is None else arrays[setting["neg"]]
+    temperature = 0.1 if source == "random" else 0.05
+    result = infonce_cli.score(arrays["query"], arrays["positive"], negatives,
+                               in_batch=setting["in_batch"], temperature=temperature,
+                               diagnostics=True, hubness_k=5, device="cpu")
+    diagnostics = result.diagnostics
+    query, positive = arrays["query"], arrays["positive"]
+    assert diagnostics.alignment == pytest.approx(alignment_reference(query, positive),
+                                                  rel=1e-6)
+    for side, values in (("query", query), ("pos", positive)):
+        assert getattr(diagnostics.uniformity, side) == pytest.approx(
+            uniformity_reference(values), rel=1e-6)
+        assert getattr(diagnostics.effective_rank, side) == pytest.approx(
+            effective_rank_reference(values), rel=1e-6)
+        assert getattr(diagnostics.anisotropy, side) == pytest.approx(
+            anisotropy_reference(values), rel=1e-6, abs=1e-9)
+    if mode == "paired":
+        assert diagnostics.hubness is None
+    else:
+        skewness, antihubs = hubness_reference(query, positive, negatives,
+                                               setting["in_batch"], 5)
+        assert diagnostics.hubness.skewness == pytest.approx(skewness, rel=1e-6)
+        assert diagnostics.hubness.antihub_share == pytest.approx(antihubs)
+    ece, mce, top = calibration_oracle(query, positive, negatives, setting["in_batch"],
+                                       temperature)
+    assert top < 1 - 1e-6  # torchmetrics gives exact 1.0 a bin of its own
+    assert diagnostics.calibration.ece == pytest.approx(ece, abs=1e-6)
+    assert diagnostics.calibration.mce == pytest.approx(mce, abs=1e-6)
+
+
+def test_calibration_bins_hold_what_the_formula_says(rng):
+    confidence = rng.uniform(size=500)
+    correct = rng.uniform(size=500) < confidence ** 2
+    result = calibration(confidence, correct)
+    assert sum(b.count for b in result.bins) == 500
+    total = 0.0
+    for b in result.bins:
+        inside = (confidence >= b.low) & (confidence < b.high)
+        assert b.count == int(inside.sum())
+        if b.count:
+            assert b.confidence == pytest.approx(confidence[inside].mean())
+            assert b.accuracy == pytest.approx(correct[inside].mean())
+            total += b.count / 500 * abs(b.accuracy - b.confidence)
+    assert result.ece == pytest.approx(total)
+    assert calibration(np.array([1.0]), np.array([True])).bins[-1].count == 1
+
+
+def test_uniformity_streams_rows_it_does_not_keep(rng, tmp_path):
+    """With a budget too small to keep the unit rows, every block is read again: the
+    result is the same, from a file as from an array."""
+    from infonce_cli.diagnostics import uniformity
+
+    x = rng.normal(size=(700, 16)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    kept = uniformity(x, torch.float32, torch.device("cpu"), 2**30)
+    streamed = uniformity(np.load(tmp_path / "x.npy", mmap_mode="r"), torch.float32,
+                          torch.device("cpu"), 1024)
+    assert kept == pytest.approx(uniformity_reference(x), rel=1e-6)
+    assert streamed == pytest.approx(kept, rel=1e-7)
+
+
+def test_masking_and_several_positives_follow_the_candidate_sets(rng):
+    """Masked false negatives leave the softmax, so calibration follows the masked loss;
+    the geometry does not depend on the masking."""
+    query = rng.normal(size=(30, 8)).astype(np.float32)
+    positive = query + 0.5 * rng.normal(size=(30, 8)).astype(np.float32)
+    ids = np.arange(30) % 10
+    plain = infonce_cli.score(query, positive, diagnostics=True, temperature=0.2)
+    masked = infonce_cli.score(query, positive, diagnostics=True, temperature=0.2,
+                               pos_ids=ids)
+    assert masked.diagnostics.alignment == plain.diagnostics.alignment
+    assert masked.diagnostics.uniformity == plain.diagnostics.uniformity
+    ref = reference(query, positive, temperature=0.2,
+                    drop=lambda i, j: ids[i] == ids[j])
+    top = np.maximum(ref.positive_score, ref.hardest_negative_score)
+    confidence = np.exp((top - ref.positive_score) / 0.2 - ref.loss)
+    expected = calibration(confidence, ref.rank == 1)
+    assert masked.diagnostics.calibration.ece == pytest.approx(expected.ece, abs=1e-6)
+
+
+def test_cli_reports_diagnostics_in_json_and_table(data):
+    result = run_cli("score", "--query", "queries.npy", "--pos", "positives.npy",
+                     "--diagnostics", "--format", "json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    api = infonce_cli.score("queries.npy", "positives.npy", diagnostics=True)
+    assert out["diagnostics"] == json.loads(json.dumps(api.to_dict()["diagnostics"]))
+    assert set(out["diagnostics"]) == {"alignment", "uniformity", "effective_rank",
+                                       "anisotropy", "hubness", "calibration"}
+    table = run_cli("score", "--query", "queries.npy", "--pos", "positives.npy",
+                    "--diagnostics", "--format", "table")
+    assert table.exit_code == 0
+    assert "per-sample loss" in table.stdout  # the text histograms under the table
+    for name in ("alignment", "uniformity", "effective rank", "anisotropy", "hubness", "ECE"):
+        assert name in table.stdout
+
+
+def test_diagnostics_refuse_what_they_cannot_describe(data):
+    result = run_cli("score", "--query", "queries.npy", "--pos", "positives.npy",
+                     "--diagnostics", "--symmetric")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == ("error: --diagnostics describes one direction's "
+                                     "softmax: leave out --symmetric")
+    result = run_cli("score", "--query", "queries.npy", "--pos", "positives.npy",
+                     "--diagnostics", "--hubness-k", "0")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "error: --hubness-k must be at least 1, got 0"
+
+
+def test_sweep_reports_the_ece_at_every_temperature(real_data):
+    query, positive = real_data["query"][:200], real_data["positive"][:200]
+    swept = infonce_cli.sweep(query, positive, temperatures="0.02,0.05,0.1,0.3")
+    for row in swept.rows:
+        scored = infonce_cli.score(query, positive, temperature=row.temperature,
+                                   diagnostics=True)
+        assert row.ece == pytest.approx(scored.diagnostics.calibration.ece, abs=1e-9)
+    best = min(swept.rows, key=lambda row: row.ece)
+    assert swept.to_dict()["calibration_optimum"] == {"temperature": best.temperature,
+                                                      "ece": best.ece}
+
+
+def test_report_writes_one_page_from_the_same_pipeline(data):
+    result = run_cli("report", "--query", "queries.npy", "--pos", "positives.npy", "--neg",
+                     "hard_negatives.npy", "--steps", "12", "--id-col", "id", "-o", "r.html")
+    assert result.exit_code != 0  # --id-col needs a Parquet input: refused in one line
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("error: ")
+    assert not (data / "r.html").exists()
+    result = run_cli("report", "--query", "queries.npy", "--pos", "positives.npy", "--neg",
+                     "hard_negatives.npy", "--steps", "12", "--worst", "4", "-o", "r.html")
+    assert result.exit_code == 0, result.output
+    page = (data / "r.html").read_text()
+    api = infonce_cli.report("queries.npy", "positives.npy", "hard_negatives.npy", steps=12,
+                             worst=4)
+    assert page == infonce_cli.report_html(api)  # one pipeline: the same page
+    assert len(api.score.worst) == 4
+    assert api.score.diagnostics is not None
+    assert api.sweep.calibration_optimum is not None
+
+
+def test_report_refuses_what_it_cannot_write(data):
+    result = run_cli("report", "--query", "queries.npy", "--pos", "positives.npy",
+                     "-o", "r.json")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "error: --output r.json: use a .html file name"
+    result = run_cli("report", "--query", "queries.npy", "--pos", "positives.npy",
+                     "-o", "queries.npy")
+    assert result.exit_code == 2
+    assert (data / "queries.npy").stat().st_size > 0
+    result = run_cli("report", "--query", "queries.npy", "--pos", "positives.npy")
+    assert result.exit_code == 2
