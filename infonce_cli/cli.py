@@ -649,6 +649,8 @@ def retrieval(
     min_relevance: Annotated[int, typer.Option(metavar="INT", rich_help_panel=REPORT, help="Relevance a document needs to be a positive of the loss (metrics count relevance ≥ 1).")] = 1,
     at: Annotated[str, typer.Option(metavar="LIST", rich_help_panel=REPORT, help="Cut-offs k of the metrics, comma-separated.")] = "1,5,10,100",
     gain: Annotated[str, typer.Option(metavar="GAIN", rich_help_panel=REPORT, help="nDCG gain of a relevance grade: linear (rel) or exponential (2^rel − 1).")] = "linear",
+    diagnostics: Annotated[bool, typer.Option("--diagnostics", metavar="", rich_help_panel=REPORT, help="Add the geometry of the queries and the corpus (alignment of the relevant pairs, uniformity, effective rank, anisotropy), the corpus's hubness and the calibration of the softmax.")] = False,
+    hubness_k: HubnessKOpt = 10,
     top_k: Annotated[int, typer.Option(metavar="K", rich_help_panel=OUTPUTS, help="Documents per query in the --run file.")] = 100,
     similarity: SimilarityOpt = SimilarityChoice.COSINE,
     device: DeviceOpt = "auto",

@@ -32,7 +32,8 @@ import torch
 
 from .calibration import calibration, top_probability
 from .engine import EngineOptions, NegativeMode, PerSampleScores
-from .results import Diagnostics, Hubness, SidePair
+from .ranking import gather_rows
+from .results import Calibration, Diagnostics, Hubness, SidePair
 from .rows import Rows
 
 Array = np.ndarray[Any, Any]
@@ -130,25 +131,42 @@ def geometry(query: Rows, positive: Rows, device: torch.device
     sides = SideGeometry(dim, device), SideGeometry(dim, device)
     squared = 0.0
     for q, p in zip(_blocks(query, torch.float64, device),
-                              _blocks(positive, torch.float64, device), strict=True):
+                    _blocks(positive, torch.float64, device), strict=True):
         squared += float((q - p).square().sum())
         sides[0].add(q)
         sides[1].add(p)
     return squared / sides[0].n, *sides
 
 
-def hubness(scores: PerSampleScores, universe: int, positive_ids: torch.Tensor,
-            k: int = HUBNESS_K) -> Hubness:
-    """k-occurrence skewness and antihub share over ``universe`` candidates, from each
-    query's top-k negatives (``scores.top_*``, numbered so that they index the universe)
-    merged with its positive (``positive_ids``)."""
-    assert scores.top_scores is not None
-    assert scores.top_index is not None
-    best = torch.cat([scores.positive_score.detach()[:, None].to(scores.top_scores.dtype),
-                      scores.top_scores], dim=1)
-    ids = torch.cat([positive_ids[:, None], scores.top_index], dim=1)
-    value, picked = best.topk(min(k, best.shape[1]), dim=1)
-    chosen = ids.gather(1, picked)[torch.isfinite(value)]
+def side_geometry(source: Rows, device: torch.device) -> SideGeometry:
+    """One side's running sums, in one pass over its rows."""
+    side = SideGeometry(int(source.shape[-1]), device)
+    for units in _blocks(source, torch.float64, device):
+        side.add(units)
+    return side
+
+
+_PAIR_BLOCK = 8192
+
+
+def pair_alignment(query: Rows, corpus: Rows, query_row: Array, doc_row: Array,
+                   device: torch.device) -> float:
+    """The mean ‖q̂ − d̂‖² over (query row, corpus row) pairs, read a block of pairs at a
+    time."""
+    squared = 0.0
+    for start in range(0, len(query_row), _PAIR_BLOCK):
+        rows = slice(start, start + _PAIR_BLOCK)
+        q = unit_rows(torch.from_numpy(np.asarray(gather_rows(query, query_row[rows]),
+                                                  dtype=np.float64)).to(device))
+        d = unit_rows(torch.from_numpy(np.asarray(gather_rows(corpus, doc_row[rows]),
+                                                  dtype=np.float64)).to(device))
+        squared += float((q - d).square().sum())
+    return squared / len(query_row)
+
+
+def occurrence_hubness(chosen: torch.Tensor, universe: int, k: int) -> Hubness:
+    """k-occurrence skewness and antihub share over ``universe`` candidates, given every
+    (query, candidate) pair of the queries' top-k lists as candidate ids."""
     occurrence = torch.bincount(chosen.cpu(), minlength=universe).double()
     spread = occurrence.std(correction=0)
     skewness = (float(((occurrence - occurrence.mean()) ** 3).mean() / spread ** 3)
@@ -156,6 +174,29 @@ def hubness(scores: PerSampleScores, universe: int, positive_ids: torch.Tensor,
     return Hubness(k=k, skewness=skewness,
                    antihub_share=float((occurrence == 0).double().mean()),
                    max_occurrence=int(occurrence.max()), candidates=universe)
+
+
+def hubness(scores: PerSampleScores, universe: int, positive_ids: torch.Tensor,
+            k: int = HUBNESS_K) -> Hubness:
+    """Hubness over ``universe`` candidates, from each query's top-k negatives
+    (``scores.top_*``, numbered so that they index the universe) merged with its positive
+    (``positive_ids``)."""
+    assert scores.top_scores is not None
+    assert scores.top_index is not None
+    best = torch.cat([scores.positive_score.detach()[:, None].to(scores.top_scores.dtype),
+                      scores.top_scores], dim=1)
+    ids = torch.cat([positive_ids[:, None], scores.top_index], dim=1)
+    value, picked = best.topk(min(k, best.shape[1]), dim=1)
+    return occurrence_hubness(ids.gather(1, picked)[torch.isfinite(value)], universe, k)
+
+
+def _calibration(scores: PerSampleScores, temperature: float, keep: Array) -> Calibration:
+    """The calibration of the softmax of the ``keep`` rows of a run at ``temperature``."""
+    confidence = top_probability(
+        scores.loss[:, 0].detach().double().cpu().numpy(),
+        scores.positive_score.detach().double().cpu().numpy(),
+        scores.hardest_negative_score.detach().double().cpu().numpy(), 1.0 / temperature)
+    return calibration(confidence[keep], (scores.rank.cpu().numpy() == 1)[keep])
 
 
 def hubness_universe(mode: NegativeMode, n: int, negatives: Rows | None
@@ -176,20 +217,19 @@ def hubness_universe(mode: NegativeMode, n: int, negatives: Rows | None
     return n + extra, rows
 
 
+def _work_dtype(options: EngineOptions) -> torch.dtype:
+    return torch.float64 if options.dtype == torch.float64 else torch.float32
+
+
 def diagnose(query: Rows, positive: Rows, negatives: Rows | None, scores: PerSampleScores,
              temperature: float, keep: Array, options: EngineOptions,
              k: int = HUBNESS_K) -> Diagnostics:
     """Every diagnostic of a run scored with ``options``: ``scores`` at ``temperature``
     (with the top-k lists when the mode shares candidates), ``keep`` the queries that
     count. Uniformity's products run in float32 (float64 for float64 runs)."""
-    device, max_memory = options.device, options.max_memory
-    work = torch.float64 if options.dtype == torch.float64 else torch.float32
+    device, max_memory, work = options.device, options.max_memory, _work_dtype(options)
     alignment, queries, positives = geometry(query, positive, device)
     universe = hubness_universe(scores.mode, int(query.shape[0]), negatives)
-    confidence = top_probability(
-        scores.loss[:, 0].detach().double().cpu().numpy(),
-        scores.positive_score.detach().double().cpu().numpy(),
-        scores.hardest_negative_score.detach().double().cpu().numpy(), 1.0 / temperature)
     return Diagnostics(
         alignment=alignment,
         uniformity=SidePair(uniformity(query, work, device, max_memory),
@@ -197,5 +237,29 @@ def diagnose(query: Rows, positive: Rows, negatives: Rows | None, scores: PerSam
         effective_rank=SidePair(queries.effective_rank(), positives.effective_rank()),
         anisotropy=SidePair(queries.anisotropy(), positives.anisotropy()),
         hubness=None if universe is None else hubness(scores, *universe, k=k),
-        calibration=calibration(confidence[keep], (scores.rank.cpu().numpy() == 1)[keep]),
+        calibration=_calibration(scores, temperature, keep),
+    )
+
+
+def diagnose_retrieval(query: Rows, corpus: Rows, pairs: tuple[Array, Array], positive: Array,
+                       scores: PerSampleScores, top_rows: Array, temperature: float,
+                       options: EngineOptions, k: int = HUBNESS_K) -> Diagnostics:
+    """The diagnostics of a retrieval run: alignment and calibration over the (query row,
+    corpus row) ``pairs`` that are ``positive``, whose engine results are ``scores``; the
+    geometry of the queries and the corpus; hubness over the corpus from every query's
+    ``top_rows`` (Q, ≥ k corpus rows, −1 where a query has fewer documents)."""
+    device, max_memory, work = options.device, options.max_memory, _work_dtype(options)
+    queries, documents = side_geometry(query, device), side_geometry(corpus, device)
+    chosen = torch.from_numpy(np.asarray(top_rows)[:, :k])
+    query_row, doc_row = pairs
+    return Diagnostics(
+        alignment=pair_alignment(query, corpus, query_row[positive], doc_row[positive],
+                                 device),
+        uniformity=SidePair(uniformity(query, work, device, max_memory),
+                            uniformity(corpus, work, device, max_memory), "corpus"),
+        effective_rank=SidePair(queries.effective_rank(), documents.effective_rank(),
+                                "corpus"),
+        anisotropy=SidePair(queries.anisotropy(), documents.anisotropy(), "corpus"),
+        hubness=occurrence_hubness(chosen[chosen >= 0], int(corpus.shape[0]), k),
+        calibration=_calibration(scores, temperature, positive),
     )

@@ -132,7 +132,7 @@ def _query_tops(
         best_rows[judged.query_row[start], :len(order)] = rows[order]
     alone = np.setdiff1d(np.arange(int(query.shape[0])), judged.query_row)
     if alone.size:
-        best_scores[alone], best_rows[alone] = top_documents(_gather(query, alone), corpus,
+        best_scores[alone], best_rows[alone] = top_documents(gather_rows(query, alone), corpus,
                                                              options, k)
     return best_scores, best_rows
 
@@ -167,10 +167,10 @@ def _pairs_against_corpus(
                        row_query=torch.from_numpy(judged.query_row.astype(np.int64)).to(device))
     shared = replace(options, in_batch=False, symmetric=False, batch_size=None,
                      mask_duplicates=False, query_rows=None)
-    return _gather(query, judged.query_row), _gather(corpus, judged.doc_row), shared, ids
+    return gather_rows(query, judged.query_row), gather_rows(corpus, judged.doc_row), shared, ids
 
 
-def _gather(source: Rows, rows: Array) -> Array:
+def gather_rows(source: Rows, rows: Array) -> Array:
     """Rows ``rows`` (any order, repeats allowed) of an array or a file reader, read as
     contiguous runs of the distinct rows they touch."""
     wanted = np.unique(rows)

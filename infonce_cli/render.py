@@ -190,7 +190,7 @@ def score_report(result: ScoreResult, pictures: bool = False) -> Group:
 def diagnostics_table(diagnostics: Diagnostics) -> Table:
     """The geometry of each side and the calibration of the softmax, one line each."""
     table = Table(title="diagnostics (unit rows)", title_justify="left")
-    for name in ("", "query", "pos", "reads"):
+    for name in ("", "query", diagnostics.uniformity.pos_name, "reads"):
         table.add_column(name, justify="left" if name in ("", "reads") else "right")
     table.add_row("alignment", _fmt(diagnostics.alignment), "",
                   "mean ‖q̂ − p̂‖² of the pairs; lower: positives closer")
@@ -622,6 +622,8 @@ def retrieval_table(result: RetrievalResult) -> Group:
         ("seconds", _fmt(run.seconds, 3)),
     ):
         summary.add_row(name, value)
+    if result.diagnostics is not None:
+        return Group(ranked, summary, diagnostics_table(result.diagnostics))
     return Group(ranked, summary)
 
 

@@ -358,10 +358,15 @@ class RetrievalRequest:
     run: bool = False
     fail_below: tuple[tuple[str, float], ...] | str | None = None
     """Gates: (metric, value) pairs such as ("ndcg_at_10", 0.4), or "ndcg_at_10=0.4,mrr=0.5"."""
+    diagnostics: bool = False
+    """Add the geometry of the queries and the corpus, hubness and calibration."""
+    hubness_k: int = 10
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "temperature", parse_temperature(self.temperature))
         _choice("multi_positive", self.multi_positive, MULTI_POSITIVE)
+        if not _whole(self.hubness_k, 1):
+            raise UsageError(f"{arg('hubness_k')} must be at least 1, got {self.hubness_k}")
         engine = self.engine
         for name in ("in_batch", "symmetric"):
             if getattr(engine, name):
@@ -413,7 +418,8 @@ def retrieval_request(query: Source, corpus: Source, qrels: str,
                       **options: Any) -> RetrievalRequest:
     """A RetrievalRequest from options named as the command line's flags in snake_case."""
     sections = _sections(options, RetrievalInputs, EngineSettings, Evaluation,
-                         extra=("temperature", "multi_positive", "run", "fail_below"))
+                         extra=("temperature", "multi_positive", "run", "fail_below",
+                                "diagnostics", "hubness_k"))
     return RetrievalRequest(RetrievalInputs(query, corpus, qrels, **sections[RetrievalInputs]),
                             engine=EngineSettings(**sections[EngineSettings]),
                             evaluation=Evaluation(**sections[Evaluation]), **sections[None])

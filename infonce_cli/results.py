@@ -132,9 +132,11 @@ class SidePair:
 
     query: float
     pos: float
+    pos_name: str = "pos"
+    """What the second side is: the positives, or a retrieval run's corpus."""
 
     def to_dict(self) -> dict[str, float]:
-        return {"query": self.query, "pos": self.pos}
+        return {"query": self.query, self.pos_name: self.pos}
 
 
 @dataclass(frozen=True)
@@ -507,6 +509,7 @@ class RetrievalResult:
     multi_positive: str
     temperature_fitted: bool = False
     notes: tuple[str, ...] = field(default_factory=tuple)
+    diagnostics: Diagnostics | None = None
     per_query: PerSampleColumns | None = field(default=None, compare=False, repr=False)
     """Per query: its id and every metric (query order); not in to_dict()."""
     top: PerSampleColumns | None = field(default=None, compare=False, repr=False)
@@ -541,6 +544,8 @@ class RetrievalResult:
         }
         if self.temperature_fitted:
             out["temperature_fitted"] = True
+        if self.diagnostics is not None:
+            out["diagnostics"] = self.diagnostics.to_dict()
         out["notes"] = [str(note) for note in self.notes]
         return out
 

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from . import io
-from .diagnostics import diagnose
+from .diagnostics import diagnose, diagnose_retrieval
 from .distributed import Cluster, gather_scores
 from .distributed import start as start_cluster
 from .distributed import stop as stop_cluster
@@ -235,13 +235,24 @@ def run_retrieval(request: RetrievalRequest,
             tau = fit_retrieval_temperature(query.values, corpus.values, qrels.judged, options,
                                             evaluation.min_relevance, supcon, advance)
             options = replace(options, temperatures=(tau,))
+        top_k = max(evaluation.top_k if request.run else 0,
+                    request.hubness_k if request.diagnostics else 0)
         relevant = relevant_positions(query.values, corpus.values, qrels.judged, options,
-                                      evaluation.min_relevance, supcon, advance,
-                                      top_k=evaluation.top_k if request.run else 0)
+                                      evaluation.min_relevance, supcon, advance, top_k=top_k)
+    top = None
+    if request.run:
+        assert relevant.top is not None
+        top = (relevant.top[0][:, :evaluation.top_k], relevant.top[1][:, :evaluation.top_k])
     result = summarize_retrieval(
-        qrels, relevant, relevant.top, (query_ids, corpus_ids), evaluation,
+        qrels, relevant, top, (query_ids, corpus_ids), evaluation,
         _run_info(relevant.scores, options, time.perf_counter() - started, cluster), tau,
         temperature_fitted=auto, supcon=supcon)
+    if request.diagnostics:
+        assert relevant.top is not None
+        result = replace(result, diagnostics=diagnose_retrieval(
+            query.values, corpus.values, (qrels.judged.query_row, qrels.judged.doc_row),
+            relevant.positive, relevant.scores, relevant.top[1], tau, options,
+            request.hubness_k))
     check_retrieval_gates(result, request.fail_below)
     return result
 

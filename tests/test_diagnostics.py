@@ -268,3 +268,95 @@ def test_report_refuses_what_it_cannot_write(data):
     assert (data / "queries.npy").stat().st_size > 0
     result = run_cli("report", "--query", "queries.npy", "--pos", "positives.npy")
     assert result.exit_code == 2
+
+
+def _beir_arrays():
+    """The sample BEIR set as arrays: query and corpus vectors and the relevant pairs."""
+    import pyarrow.parquet as pq
+
+    from tests.conftest import SAMPLE
+
+    folder = SAMPLE / "retrieval"
+    queries, corpus = pq.read_table(folder / "queries.parquet"), pq.read_table(
+        folder / "corpus.parquet")
+    query_vectors = np.stack(queries.column("embedding").to_numpy(zero_copy_only=False))
+    corpus_vectors = np.stack(corpus.column("embedding").to_numpy(zero_copy_only=False))
+    query_row = {q: i for i, q in enumerate(queries.column("_id").to_pylist())}
+    doc_row = {d: i for i, d in enumerate(corpus.column("_id").to_pylist())}
+    pairs = []
+    for line in (folder / "qrels.tsv").read_text().splitlines()[1:]:
+        q, d, rel = line.split("\t")
+        if int(rel) >= 1 and q in query_row and d in doc_row:
+            pairs.append((query_row[q], doc_row[d]))
+    return query_vectors, corpus_vectors, sorted(set(pairs)), folder
+
+
+def test_retrieval_diagnostics_match_the_formulas_over_the_whole_corpus():
+    """Alignment over the relevant pairs, the geometry of the queries and of the corpus,
+    hubness from each query's top k of the whole corpus (relevant documents included) and
+    the calibration of each pair's softmax over the corpus (the query's other relevant
+    documents left out, as in its loss), against float64 references and torchmetrics."""
+    from scipy.spatial.distance import pdist
+    from torchmetrics.functional.classification import multiclass_calibration_error
+
+    query, corpus, pairs, folder = _beir_arrays()
+    result = infonce_cli.retrieval(str(folder / "queries.parquet"),
+                                   str(folder / "corpus.parquet"), str(folder / "qrels.tsv"),
+                                   diagnostics=True, hubness_k=7, temperature=0.05,
+                                   device="cpu")
+    d = result.diagnostics
+    q, c = _unit(query), _unit(corpus)
+    assert d.alignment == pytest.approx(
+        np.mean([np.sum((q[i] - c[j]) ** 2) for i, j in pairs]), rel=1e-6)
+    for side, values in (("query", query), ("pos", corpus)):
+        x = _unit(values)
+        expected = math.log(np.mean(np.exp(-2 * pdist(x, "sqeuclidean"))))
+        assert getattr(d.uniformity, side) == pytest.approx(expected, rel=1e-6)
+        assert getattr(d.effective_rank, side) == pytest.approx(
+            effective_rank_reference(values), rel=1e-6)
+        assert getattr(d.anisotropy, side) == pytest.approx(anisotropy_reference(values),
+                                                            rel=1e-6)
+    assert d.to_dict()["uniformity"].keys() == {"query", "corpus"}
+    similarity = q @ c.T
+    top = np.argsort(-similarity, axis=1, kind="stable")[:, :7]
+    counts = np.bincount(top.ravel(), minlength=len(corpus)).astype(np.float64)
+    skewness = ((counts - counts.mean()) ** 3).mean() / counts.std() ** 3
+    assert d.hubness.skewness == pytest.approx(skewness, rel=1e-6)
+    assert d.hubness.antihub_share == pytest.approx((counts == 0).mean())
+    relevant = {}
+    for i, j in pairs:
+        relevant.setdefault(i, set()).add(j)
+    logits = torch.full((len(pairs), len(corpus) + 1), -math.inf, dtype=torch.float64)
+    for row, (i, j) in enumerate(pairs):
+        others = np.ones(len(corpus), dtype=bool)
+        others[list(relevant[i])] = False
+        logits[row, 0] = similarity[i, j] / 0.05
+        logits[row, 1:][torch.from_numpy(others)] = torch.from_numpy(
+            similarity[i, others] / 0.05)
+    ties = logits[:, 1:] == logits[:, :1]
+    target = torch.where(ties.any(dim=1), ties.int().argmax(dim=1) + 1, 0)
+    probabilities = torch.softmax(logits, dim=1)
+    assert float(probabilities.max(dim=1).values.max()) < 1 - 1e-6
+    ece = multiclass_calibration_error(probabilities, target, num_classes=len(corpus) + 1,
+                                       n_bins=15)
+    assert d.calibration.ece == pytest.approx(float(ece), abs=1e-6)
+
+
+def test_retrieval_diagnostics_on_the_command_line(tmp_path):
+    from tests.conftest import SAMPLE
+
+    folder = SAMPLE / "retrieval"
+    args = ("retrieval", "--query", str(folder / "queries.parquet"), "--corpus",
+            str(folder / "corpus.parquet"), "--qrels", str(folder / "qrels.trec"),
+            "--diagnostics", "--hubness-k", "5")
+    result = run_cli(*args, "--format", "json", "--run", str(tmp_path / "run.trec"),
+                     "--top-k", "3")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["diagnostics"]["hubness"]["k"] == 5
+    lines = (tmp_path / "run.trec").read_text().splitlines()
+    assert {line.split()[3] for line in lines} == {"1", "2", "3"}  # --top-k, not the k of 5
+    table = run_cli(*args, "--format", "table")
+    assert table.exit_code == 0
+    assert "corpus" in table.stdout
+    assert "hubness (k = 5)" in table.stdout
