@@ -27,7 +27,7 @@ from .candidates import ScoredBlock
 _CACHE_SCORES = 2**18
 """Scores per row chunk of a block: small enough to stay in the CPU's cache."""
 
-_EXP_FLOOR = -80.0
+EXP_FLOOR = -80.0
 """Exponents are clamped to at least this on the CPU, which computes exp() of arguments
 below about −87 (denormal or zero results) dozens of times slower. exp(−80) ≈ 2e−35 is far
 below float resolution next to the sums, which are at least 1 (the largest score's term)."""
@@ -231,19 +231,34 @@ class _ChunkSpace:
 
 
 class TopK:
-    """Each query's k best-scoring candidates so far: every block's scores are merged with
-    the running ones by one ``topk``."""
+    """Each query's k best-scoring candidates so far, best first (−inf and −1 while it has
+    fewer). A block's entries above a query's k-th best so far are merged with its running
+    list by one small ``topk``; once the lists fill up those entries are few, so a block
+    costs little more than a comparison. An entry tying with the k-th best does not enter:
+    candidates come in index order, and the earlier one comes first."""
 
     def __init__(self, k: int, like: torch.Tensor) -> None:
         self.k = k
-        self.scores = like.new_empty((like.shape[0], 0))
-        self.index = torch.empty((like.shape[0], 0), dtype=torch.int64, device=like.device)
+        self.scores = like.new_full((like.shape[0], k), -math.inf)
+        self.index = torch.full((like.shape[0], k), -1, dtype=torch.int64, device=like.device)
 
     def update(self, scores: torch.Tensor, first_index: int) -> None:
-        # The block's own k best first, then a merge of 2k: no copy of the block.
-        values, columns = scores.topk(min(self.k, scores.shape[1]), dim=1)
+        above = scores > self.scores[:, -1:].to(scores.dtype)
+        counts = above.sum(dim=1)
+        width = int(counts.max()) if counts.numel() else 0
+        if width == 0:
+            return
+        if width * 4 > scores.shape[1]:  # lists still filling: the block's own k best
+            values, columns = scores.topk(min(self.k, scores.shape[1]), dim=1)
+        else:  # only the entries above the k-th best, packed to the left of each row
+            row, column = torch.nonzero(above, as_tuple=True)
+            place = torch.arange(len(row), device=row.device) - (counts.cumsum(0) - counts)[row]
+            values = scores.new_full((scores.shape[0], width), -math.inf)
+            values[row, place] = scores[row, column]
+            columns = torch.full_like(values, -1 - first_index, dtype=torch.int64)
+            columns[row, place] = column
         merged = torch.cat([self.scores, values.to(self.scores.dtype)], dim=1)
-        self.scores, picked = merged.topk(min(self.k, merged.shape[1]), dim=1)
+        self.scores, picked = merged.topk(self.k, dim=1)
         self.index = torch.cat([self.index, columns + first_index], dim=1).gather(1, picked)
 
 
@@ -344,7 +359,7 @@ def _exp_sums(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per row and scale s: Σ exp(s·shifted), and for the scales from ``moments_from`` on
     (given ``gap``) Σ w·gap and Σ w·gap². Out of place, for autograd: (B, T, C) at once."""
-    weights = torch.exp((shifted[:, None, :] * scales[:, None]).clamp(min=_EXP_FLOOR))
+    weights = torch.exp((shifted[:, None, :] * scales[:, None]).clamp(min=EXP_FLOOR))
     sums = weights.sum(dim=-1)
     if gap is None or moments_from >= scales.shape[0]:
         empty = sums.new_empty(0)
@@ -371,8 +386,8 @@ def _exp_sums_in_place(
     lowest = float(shifted.amin()) if on_cpu and len(scales) > 2 else -math.inf
     for index, scale in enumerate(scales):
         torch.mul(shifted, scale, out=work)
-        if on_cpu and scale * lowest < _EXP_FLOOR:
-            work.clamp_(min=_EXP_FLOOR)
+        if on_cpu and scale * lowest < EXP_FLOOR:
+            work.clamp_(min=EXP_FLOOR)
         work.exp_()
         torch.sum(work, dim=1, out=sums[index])
         if gap is not None and index >= moments_from:

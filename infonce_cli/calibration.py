@@ -46,6 +46,8 @@ def calibration(confidence: Array, correct: Array, bins: int = CALIBRATION_BINS
     """
     confidence = np.asarray(confidence, dtype=np.float64)
     correct = np.asarray(correct, dtype=np.float64)
+    if not len(confidence):
+        raise ValueError("calibration needs at least one query")
     index = np.minimum((confidence * bins).astype(np.int64), bins - 1)
     count = np.bincount(index, minlength=bins)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -53,16 +55,9 @@ def calibration(confidence: Array, correct: Array, bins: int = CALIBRATION_BINS
         accuracy = np.where(count > 0, np.bincount(index, correct, bins) / count, 0.0)
     gaps = np.abs(accuracy - mean_confidence)
     table = tuple(CalibrationBin(low=b / bins, high=(b + 1) / bins, count=int(count[b]),
-                                 confidence=float(mean_confidence[b]),
-                                 accuracy=float(accuracy[b])) for b in range(bins))
+                                 confidence=float(mean_confidence[b]) if count[b] else None,
+                                 accuracy=float(accuracy[b]) if count[b] else None)
+                  for b in range(bins))
     return Calibration(ece=float((gaps * count).sum() / len(confidence)),
                        mce=float(gaps[count > 0].max()), bins=table)
 
-
-def expected_calibration_errors(loss: Array, positive_score: Array, hardest_score: Array,
-                                correct: Array, temperatures: tuple[float, ...]) -> list[float]:
-    """The ECE at every temperature of the (N, T) loss columns."""
-    confidence = top_probability(loss, positive_score, hardest_score,
-                                 1.0 / np.asarray(temperatures, dtype=np.float64))
-    return [calibration(confidence[:, index], correct).ece
-            for index in range(len(temperatures))]

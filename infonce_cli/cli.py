@@ -327,8 +327,12 @@ def score(
             raise UsageError(f"{arg('bootstrap')} sets the resamples of {arg('ci')}: add "
                              f"{arg('ci')}")
         from . import plots
+        from .distributed import launched
 
         plots.check_figure_target("plot", plot)
+        if plot is not None and launched():
+            raise UsageError(f"{arg('plot')} draws every pair: run it in one process, "
+                             "without torchrun")
         _check_outputs({"output": output, "per_sample": per_sample, "plot": plot},
                        request.inputs.paths())
         return request
@@ -341,8 +345,9 @@ def score(
         if plot is not None:
             plots.write_figure(figures.score_panels(result), plot)
         if result.run.leader:
+            whole = result.run.world == 1  # a distributed rank holds its own rows only
             render.emit(render.score_output(result, _format(fmt, output),
-                                            pictures=not quiet and output is None),
+                                            pictures=not quiet and output is None and whole),
                         output, to_stderr=per_sample == "-")
             if not quiet:
                 render.print_notes(result.notes)
@@ -431,13 +436,14 @@ def sweep_temperature(
 def report(
     query: QueryOpt,
     pos: PosOpt,
+    output: Annotated[str, typer.Option("--output", "-o", metavar="PATH", rich_help_panel=OUTPUTS, help="The .html file to write: one self-contained page, no network needed to view it.", show_default=False)],
     neg: NegOpt = None,
-    output: Annotated[str, typer.Option("--output", "-o", metavar="PATH", rich_help_panel=OUTPUTS, help="The .html file to write: one self-contained page, no network needed to view it.", show_default=False)] = ...,  # type: ignore[assignment]
     temperature: Annotated[str, typer.Option("--temperature", "-t", metavar="FLOAT|auto", rich_help_panel=ENGINE, help="Temperature τ of the score and its diagnostics, or auto for the loss-minimising τ.")] = "0.05",
     temperatures: Annotated[str | None, typer.Option(metavar="LIST", rich_help_panel=GRID, help="Explicit sweep grid, comma-separated; overrides --min/--max/--steps.", show_default=False)] = None,
     minimum: Annotated[float, typer.Option("--min", metavar="FLOAT", rich_help_panel=GRID, help="Smallest sweep temperature.")] = 0.01,
     maximum: Annotated[float, typer.Option("--max", metavar="FLOAT", rich_help_panel=GRID, help="Largest sweep temperature.")] = 1.0,
     steps: Annotated[int, typer.Option(metavar="INT", rich_help_panel=GRID, help="Number of sweep temperatures (2 to 10,000).")] = 50,
+    spacing: Annotated[Spacing, typer.Option(metavar="SPACING", rich_help_panel=GRID, help="log or linear spacing of the sweep grid in τ.")] = Spacing.LOG,
     in_batch: InBatchOpt = False,
     batch_size: BatchSizeOpt = None,
     query_key: QueryKeyOpt = None,

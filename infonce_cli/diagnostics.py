@@ -32,16 +32,15 @@ import torch
 
 from .calibration import calibration, top_probability
 from .engine import EngineOptions, NegativeMode, PerSampleScores
-from .ranking import gather_rows
+from .errors import InputError, arg
+from .requests import HUBNESS_K
 from .results import Calibration, Diagnostics, Hubness, SidePair
-from .rows import Rows
+from .rows import Rows, gather_rows
 
 Array = np.ndarray[Any, Any]
 
 RANKME_EPSILON = 1e-7
 """Added to each normalised singular value before the entropy, as in RankMe."""
-
-HUBNESS_K = 10
 
 _ROW_BLOCK = 512
 _COLUMN_BLOCK = 4096
@@ -85,7 +84,8 @@ class SideGeometry:
     def anisotropy(self) -> float:
         """The mean cosine over ordered pairs of distinct rows."""
         n = self.n
-        return float((self.total.square().sum() - n) / (n * (n - 1)))
+        # At most 1 (every row the same), whatever the rounding.
+        return min(1.0, float((self.total.square().sum() - n) / (n * (n - 1))))
 
     def effective_rank(self) -> float:
         """RankMe of the unit rows: the min(N, d) singular values are the square roots of
@@ -121,7 +121,8 @@ def uniformity(source: Rows, dtype: torch.dtype, device: torch.device,
             if first < start + rows.shape[0]:  # the block holds the diagonal: i < j only
                 terms = torch.triu(terms, diagonal=start - first + 1)
             total += terms.sum(dtype=torch.float64)
-    return math.log(float(total)) - math.log(n * (n - 1) / 2)
+    # At most 0 (every row the same), whatever the rounding.
+    return min(0.0, math.log(float(total)) - math.log(n * (n - 1) / 2))
 
 
 def geometry(query: Rows, positive: Rows, device: torch.device
@@ -167,7 +168,8 @@ def pair_alignment(query: Rows, corpus: Rows, query_row: Array, doc_row: Array,
 def occurrence_hubness(chosen: torch.Tensor, universe: int, k: int) -> Hubness:
     """k-occurrence skewness and antihub share over ``universe`` candidates, given every
     (query, candidate) pair of the queries' top-k lists as candidate ids."""
-    occurrence = torch.bincount(chosen.cpu(), minlength=universe).double()
+    chosen = chosen[chosen < universe].cpu()
+    occurrence = torch.bincount(chosen, minlength=universe).double()
     spread = occurrence.std(correction=0)
     skewness = (float(((occurrence - occurrence.mean()) ** 3).mean() / spread ** 3)
                 if spread > 0 else 0.0)
@@ -199,22 +201,35 @@ def _calibration(scores: PerSampleScores, temperature: float, keep: Array) -> Ca
     return calibration(confidence[keep], (scores.rank.cpu().numpy() == 1)[keep])
 
 
+def shares_candidates(mode: NegativeMode) -> bool:
+    """Whether the queries of a mode share candidates, so that hubness means something:
+    not with paired negatives alone, which no two queries share."""
+    return mode is not NegativeMode.PAIRED
+
+
 def hubness_universe(mode: NegativeMode, n: int, negatives: Rows | None
-                     ) -> tuple[int, torch.Tensor] | None:
-    """The candidates a mode's queries share, and each query's positive among them, in the
-    engine's numbering of negatives: the positives are rows 0..N−1 in-batch (negatives
-    follow them), and follow the K shared negatives in shared mode. None for paired
-    negatives, which no two queries share."""
+                     ) -> tuple[int, torch.Tensor]:
+    """The candidates whose k-occurrence is counted, and each query's positive in the
+    engine's numbering of negatives. In-batch, the N positives (rows 0..N−1) and the
+    negatives that follow them; with shared negatives alone, the K shared rows: each
+    query's positive, which no other query sees, still takes its place in the query's
+    top k (numbered K + i) but is not counted."""
     rows = torch.arange(n)
     if mode is NegativeMode.IN_BATCH:
         return n, rows
     assert negatives is not None
     extra = int(np.prod(negatives.shape[:-1]))
     if mode is NegativeMode.SHARED:
-        return extra + n, rows + extra
-    if mode is NegativeMode.PAIRED:
-        return None
+        return extra, rows + extra
     return n + extra, rows
+
+
+def _check_rows(*sides: tuple[str, Rows]) -> None:
+    """Uniformity and anisotropy are over pairs of distinct rows: refuse fewer than two."""
+    for name, rows in sides:
+        if int(rows.shape[0]) < 2:
+            raise InputError(f"{arg('diagnostics')} needs at least 2 {name}: uniformity and "
+                             f"anisotropy compare distinct rows (got {int(rows.shape[0])})")
 
 
 def _work_dtype(options: EngineOptions) -> torch.dtype:
@@ -227,39 +242,40 @@ def diagnose(query: Rows, positive: Rows, negatives: Rows | None, scores: PerSam
     """Every diagnostic of a run scored with ``options``: ``scores`` at ``temperature``
     (with the top-k lists when the mode shares candidates), ``keep`` the queries that
     count. Uniformity's products run in float32 (float64 for float64 runs)."""
+    _check_rows(("queries", query), ("positives", positive))
     device, max_memory, work = options.device, options.max_memory, _work_dtype(options)
     alignment, queries, positives = geometry(query, positive, device)
-    universe = hubness_universe(scores.mode, int(query.shape[0]), negatives)
     return Diagnostics(
         alignment=alignment,
         uniformity=SidePair(uniformity(query, work, device, max_memory),
                             uniformity(positive, work, device, max_memory)),
         effective_rank=SidePair(queries.effective_rank(), positives.effective_rank()),
         anisotropy=SidePair(queries.anisotropy(), positives.anisotropy()),
-        hubness=None if universe is None else hubness(scores, *universe, k=k),
+        hubness=hubness(scores, *hubness_universe(scores.mode, int(query.shape[0]), negatives),
+                        k=k) if shares_candidates(scores.mode) else None,
         calibration=_calibration(scores, temperature, keep),
     )
 
 
-def diagnose_retrieval(query: Rows, corpus: Rows, pairs: tuple[Array, Array], positive: Array,
+def diagnose_retrieval(query: Rows, corpus: Rows, pairs: tuple[Array, Array], kept: Array,
                        scores: PerSampleScores, top_rows: Array, temperature: float,
                        options: EngineOptions, k: int = HUBNESS_K) -> Diagnostics:
     """The diagnostics of a retrieval run: alignment and calibration over the (query row,
-    corpus row) ``pairs`` that are ``positive``, whose engine results are ``scores``; the
-    geometry of the queries and the corpus; hubness over the corpus from every query's
-    ``top_rows`` (Q, ≥ k corpus rows, −1 where a query has fewer documents)."""
+    corpus row) ``pairs`` that are ``kept`` (the positives), whose engine results are
+    ``scores``; the geometry of the queries and the corpus; hubness over the corpus from
+    every query's ``top_rows`` (Q, ≥ k corpus rows, −1 where a query has fewer)."""
+    _check_rows(("queries", query), ("documents", corpus))
     device, max_memory, work = options.device, options.max_memory, _work_dtype(options)
     queries, documents = side_geometry(query, device), side_geometry(corpus, device)
     chosen = torch.from_numpy(np.asarray(top_rows)[:, :k])
     query_row, doc_row = pairs
     return Diagnostics(
-        alignment=pair_alignment(query, corpus, query_row[positive], doc_row[positive],
-                                 device),
+        alignment=pair_alignment(query, corpus, query_row[kept], doc_row[kept], device),
         uniformity=SidePair(uniformity(query, work, device, max_memory),
                             uniformity(corpus, work, device, max_memory), "corpus"),
         effective_rank=SidePair(queries.effective_rank(), documents.effective_rank(),
                                 "corpus"),
         anisotropy=SidePair(queries.anisotropy(), documents.anisotropy(), "corpus"),
         hubness=occurrence_hubness(chosen[chosen >= 0], int(corpus.shape[0]), k),
-        calibration=_calibration(scores, temperature, positive),
+        calibration=_calibration(scores, temperature, kept),
     )

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from .calibration import calibration, top_probability
 from .results import Calibration, ScoreResult, SweepResult
 
 Array = np.ndarray[Any, Any]
@@ -99,10 +100,10 @@ def reliability_diagram(calibration: Calibration) -> Panel:
     return Panel(
         f"reliability (ECE {calibration.ece:.4f})", "confidence (top-1 softmax probability)",
         "top-1 accuracy",
-        (Bars("accuracy", edges, tuple(b.accuracy for b in calibration.bins)),
+        (Bars("accuracy", edges, tuple(b.accuracy or 0.0 for b in calibration.bins)),
          Line("perfect calibration", (0.0, 1.0), (0.0, 1.0), dashed=True),
-         Points("mean confidence", tuple(b.confidence for b in filled),
-                tuple(b.accuracy for b in filled))))
+         Points("mean confidence", tuple(b.confidence or 0.0 for b in filled),
+                tuple(b.accuracy or 0.0 for b in filled))))
 
 
 def similarity_distributions(positive_score: Array, hardest_score: Array) -> Panel:
@@ -131,13 +132,20 @@ def sweep_curve(result: SweepResult) -> Panel:
 
 
 def score_panels(result: ScoreResult) -> tuple[Panel, ...]:
-    """The figure of a score run: losses, ranks, reliability (with diagnostics) and the
-    similarity of positives and hardest negatives."""
+    """The figure of a score run: losses, ranks, reliability and the similarity of
+    positives and hardest negatives. The reliability diagram is the diagnostics' when
+    there are some, else it is computed from the per-sample rows; a symmetric loss, which
+    averages two softmaxes, has none."""
     columns = result.per_sample
     assert columns is not None
     panels = [loss_histogram(columns["loss"]), rank_distribution(columns["rank"])]
     if result.diagnostics is not None:
         panels.append(reliability_diagram(result.diagnostics.calibration))
+    elif not result.run.symmetric:
+        confidence = top_probability(columns["loss"], columns["positive_score"],
+                                     columns["hardest_negative_score"],
+                                     1.0 / result.temperature)
+        panels.append(reliability_diagram(calibration(confidence, columns["rank"] == 1)))
     panels.append(similarity_distributions(columns["positive_score"],
                                            columns["hardest_negative_score"]))
     return tuple(panels)

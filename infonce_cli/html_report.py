@@ -61,10 +61,10 @@ _DIAGNOSTICS = {
     "alignment": ("lower", "Mean squared distance between a query and its positive (unit "
                            "vectors, 0 to 4): how close the pairs sit."),
     "uniformity": ("lower", "log of the mean exp(−2‖x − y‖²) over pairs of different rows "
-                            "(−4 to 0): how evenly the embeddings spread over the sphere."),
+                            "(at most 0): how evenly the embeddings spread over the sphere."),
     "effective rank": ("higher", "How many dimensions the embeddings really use (RankMe: "
-                                 "the entropy of the singular values, 1 to d); small means "
-                                 "collapse."),
+                                 "the entropy of the singular values, at most min(N, d)); "
+                                 "small means collapse."),
     "anisotropy": ("near 0", "Mean cosine between two different embeddings; near 1 means "
                              "they all point one way (a narrow cone)."),
     "hubness skewness": ("near 0", "Skewness of how often each candidate is among a query's "

@@ -29,6 +29,12 @@ from .errors import UsageError, arg
 Source = Any
 """An input: a path (str or os.PathLike), or an array (NumPy array or torch tensor)."""
 
+HUBNESS_K = 10
+"""The default k of the k-occurrence whose skewness measures hubness."""
+
+REPORT_WORST = 10
+"""The worst cases a report lists by default."""
+
 MAX_STEPS = 10_000
 """The most grid temperatures a sweep takes (each one costs an exponential per score)."""
 
@@ -210,13 +216,12 @@ class ScoreRequest:
     gates: Gates = field(default_factory=Gates)
     diagnostics: bool = False
     """Add the geometry of both sides and the calibration of the softmax."""
-    hubness_k: int = 10
+    hubness_k: int = HUBNESS_K
     """The k of the k-occurrence whose skewness measures hubness."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "temperature", parse_temperature(self.temperature))
-        if not _whole(self.hubness_k, 1):
-            raise UsageError(f"{arg('hubness_k')} must be at least 1, got {self.hubness_k}")
+        _check_hubness_k(self.hubness_k, self.diagnostics)
         if self.diagnostics and self.engine.symmetric:
             raise UsageError(f"{arg('diagnostics')} describes one direction's softmax: leave "
                              f"out {arg('symmetric')}")
@@ -245,8 +250,8 @@ class ReportRequest:
     grid: Grid = field(default_factory=Grid)
     engine: EngineSettings = field(default_factory=EngineSettings)
     masking: Masking = field(default_factory=Masking)
-    report: Report = field(default_factory=lambda: Report(worst=10))
-    hubness_k: int = 10
+    report: Report = field(default_factory=lambda: Report(worst=REPORT_WORST))
+    hubness_k: int = HUBNESS_K
 
     def score(self) -> ScoreRequest:
         return ScoreRequest(self.inputs, self.temperature, self.engine, self.masking,
@@ -360,13 +365,12 @@ class RetrievalRequest:
     """Gates: (metric, value) pairs such as ("ndcg_at_10", 0.4), or "ndcg_at_10=0.4,mrr=0.5"."""
     diagnostics: bool = False
     """Add the geometry of the queries and the corpus, hubness and calibration."""
-    hubness_k: int = 10
+    hubness_k: int = HUBNESS_K
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "temperature", parse_temperature(self.temperature))
         _choice("multi_positive", self.multi_positive, MULTI_POSITIVE)
-        if not _whole(self.hubness_k, 1):
-            raise UsageError(f"{arg('hubness_k')} must be at least 1, got {self.hubness_k}")
+        _check_hubness_k(self.hubness_k, self.diagnostics)
         engine = self.engine
         for name in ("in_batch", "symmetric"):
             if getattr(engine, name):
@@ -513,7 +517,7 @@ def report_request(query: Source, pos: Source, neg: Source | None = None,
     """A ReportRequest from options named as the command line's flags in snake_case."""
     sections = _sections(options, Inputs, Grid, EngineSettings, Masking, Report,
                          extra=("temperature", "hubness_k"))
-    report = {"worst": 10, **sections[Report]}
+    report = {"worst": REPORT_WORST, **sections[Report]}
     return ReportRequest(Inputs(query, pos, neg, **sections[Inputs]), grid=Grid(**sections[Grid]),
                          engine=EngineSettings(**sections[EngineSettings]),
                          masking=Masking(**sections[Masking]), report=Report(**report),
@@ -636,6 +640,14 @@ def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
     if str(value) not in choices:
         raise UsageError(f"{arg(name)}: unknown value {str(value)!r}; choose one of "
                          f"{', '.join(choices)}")
+
+
+def _check_hubness_k(k: int, diagnostics: bool) -> None:
+    if not _whole(k, 1):
+        raise UsageError(f"{arg('hubness_k')} must be at least 1, got {k}")
+    if k != HUBNESS_K and not diagnostics:
+        raise UsageError(f"{arg('hubness_k')} sets the hubness of {arg('diagnostics')}: add "
+                         f"{arg('diagnostics')}")
 
 
 def _whole(value: Any, minimum: int) -> bool:

@@ -162,13 +162,14 @@ class CalibrationBin:
     low: float
     high: float
     count: int
-    confidence: float
-    """Their mean largest probability (0 when the bin is empty)."""
-    accuracy: float
-    """The share of them whose positive is top-1 (0 when the bin is empty)."""
+    confidence: float | None
+    """Their mean largest probability (None when the bin is empty)."""
+    accuracy: float | None
+    """The share of them whose positive is top-1 (None when the bin is empty)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        """An empty bin has no confidence or accuracy: they are left out, not null."""
+        return {k: v for k, v in self.__dict__.items() if v is not None}
 
 
 @dataclass(frozen=True)

@@ -143,3 +143,16 @@ class Positives:
             else:
                 self._repeat = bool(torch.unique(whole.fingerprint).numel() < self.n)
         return self._repeat
+
+
+def gather_rows(source: Rows, rows: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """Rows ``rows`` (any order, repeats allowed) of an array or a file reader, read as
+    contiguous runs of the distinct rows they touch."""
+    wanted = np.unique(rows)
+    if wanted.size == 0:
+        return np.empty((0, int(source.shape[-1])), dtype=np.float32)
+    breaks = np.flatnonzero(np.diff(wanted) != 1) + 1
+    parts = [np.asarray(source[int(run[0]):int(run[-1]) + 1])
+             for run in np.split(wanted, breaks)]
+    block = np.concatenate(parts) if len(parts) > 1 else parts[0]
+    return np.ascontiguousarray(block[np.searchsorted(wanted, rows)])

@@ -29,14 +29,13 @@ import numpy as np
 import torch
 
 from . import io
-from .diagnostics import diagnose, diagnose_retrieval
+from .diagnostics import diagnose, diagnose_retrieval, shares_candidates
 from .distributed import Cluster, gather_scores
 from .distributed import start as start_cluster
 from .distributed import stop as stop_cluster
 from .engine import (
     CandidateIds,
     EngineOptions,
-    NegativeMode,
     PerSampleScores,
     fold_passes,
     negative_mode,
@@ -100,8 +99,8 @@ def run_score(request: ScoreRequest, progress: Progress | None = None) -> ScoreR
             raise UsageError(f"{arg('diagnostics')} runs in one process: leave out torchrun")
         options, data, ids, share = _prepare(request.inputs, request.engine, request.masking,
                                              (tau,), cluster)
-        if request.diagnostics and negative_mode(data.arrays[2], options.in_batch
-                                                 ) is not NegativeMode.PAIRED:
+        if request.diagnostics and shares_candidates(negative_mode(data.arrays[2],
+                                                                   options.in_batch)):
             options = replace(options, top_k=request.hubness_k)  # for the hubness
         started = time.perf_counter()
         with _progress(progress, cluster, share) as advance, cluster.together():

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .calibration import expected_calibration_errors
+from .calibration import calibration, top_probability
 from .engine import NegativeMode, PerSampleScores
 from .errors import InfonceError, InputError, Note, arg
 from .metrics import (
@@ -154,20 +154,19 @@ def summarize_sweep(
     """The aggregate result of a sweep."""
     keep, notes = kept_queries(grid, labels)
     num_candidates = grid.num_candidates.cpu().numpy()
+    positive = grid.positive_score.detach().double().cpu().numpy()[keep]
+    hardest = grid.hardest_negative_score.detach().double().cpu().numpy()[keep]
+    correct = grid.rank.cpu().numpy()[keep] == 1
     rows = []
     for index, temperature in enumerate(temperatures):
         loss = grid.loss[:, index].detach().double().cpu().numpy()
         check_finite(loss, temperature, run.dtype)
         bound, _ = mi_lower_bound(loss[keep], num_candidates[keep])
+        # A symmetric loss averages two softmaxes: there is no one softmax to calibrate.
+        ece = None if run.symmetric else calibration(
+            top_probability(loss[keep], positive, hardest, 1.0 / temperature), correct).ece
         rows.append(SweepRow(temperature, float(loss[keep].mean()), float(loss[keep].std()),
-                             bound))
-    if not run.symmetric:  # a symmetric loss averages two softmaxes: none to calibrate
-        eces = expected_calibration_errors(
-            grid.loss[:, :len(temperatures)].detach().double().cpu().numpy()[keep],
-            grid.positive_score.detach().double().cpu().numpy()[keep],
-            grid.hardest_negative_score.detach().double().cpu().numpy()[keep],
-            grid.rank.cpu().numpy()[keep] == 1, temperatures)
-        rows = [replace(row, ece=ece) for row, ece in zip(rows, eces, strict=True)]
+                             bound, ece))
     if optimum.temperature is not None and not keep.all():
         # Queries left with no negative have a loss and slope of exactly 0 at every τ:
         # the fit's means over all queries scale to the kept ones exactly.

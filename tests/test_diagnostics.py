@@ -47,21 +47,35 @@ def anisotropy_reference(x):
     return float((cosines.sum() - np.trace(cosines)) / (n * (n - 1)))
 
 
-def hubness_reference(query, positive, negatives, in_batch, k):
-    """k-occurrence over every candidate the queries share, the positive included, with
-    the engine's numbering (positives first in-batch, after the shared rows otherwise)."""
+def hubness_reference(query, positive, negatives, in_batch, k, batch_size=None):
+    """k-occurrence over the candidates the queries share: each query's k best among its
+    positive and its negatives, counted by candidate vector's identity (which positive,
+    which negative row); with shared negatives alone, only the shared rows are counted."""
     n = len(query)
-    sets = candidate_sets(n, negatives, in_batch, None, positive)
-    shared_first = negatives is not None and negatives.ndim == 2 and not in_batch
-    offset = len(negatives) if shared_first else 0
-    universe = n + (int(np.prod(negatives.shape[:-1])) if negatives is not None else 0)
-    counts = np.zeros(universe)
+    sets = candidate_sets(n, negatives, in_batch, batch_size, positive)
+    shared_only = negatives is not None and negatives.ndim == 2 and not in_batch
+    counts = {}
+    if shared_only:
+        counts = {("shared", r): 0 for r in range(len(negatives))}
+    else:
+        counts = {("positive", r): 0 for r in range(n)}
+        if negatives is not None:
+            counts.update({("negative", r): 0 for r in range(int(np.prod(
+                negatives.shape[:-1])))})
     q = _unit(query)
+
+    def name(j):  # the engine's numbering, back to the candidate it names
+        if shared_only:
+            return ("shared", j)
+        return ("positive", j) if j < n else ("negative", j - n)
+
     for i in range(n):
-        scored = [(float(q[i] @ _unit(positive[i])), offset + i)]
-        scored += [(float(q[i] @ _unit(vec)), j) for j, vec in sets[i]]
-        for _, j in sorted(scored, reverse=True)[:k]:
-            counts[j] += 1
+        scored = [(float(q[i] @ _unit(positive[i])), ("positive", i))]
+        scored += [(float(q[i] @ _unit(vec)), name(j)) for j, vec in sets[i]]
+        for _, key in sorted(scored, reverse=True)[:k]:
+            if key in counts:
+                counts[key] += 1
+    counts = np.array(list(counts.values()), dtype=np.float64)
     mean, std = counts.mean(), counts.std()
     return float(((counts - mean) ** 3).mean() / std ** 3), float((counts == 0).mean())
 
@@ -180,7 +194,8 @@ def test_uniformity_streams_rows_it_does_not_keep(rng, tmp_path):
 
 def test_masking_and_several_positives_follow_the_candidate_sets(rng):
     """Masked false negatives leave the softmax, so calibration follows the masked loss;
-    the geometry does not depend on the masking."""
+    the geometry does not depend on the masking. With several positives per query
+    (ntxent), a row's softmax leaves out the query's other positives."""
     query = rng.normal(size=(30, 8)).astype(np.float32)
     positive = query + 0.5 * rng.normal(size=(30, 8)).astype(np.float32)
     ids = np.arange(30) % 10
@@ -195,6 +210,14 @@ def test_masking_and_several_positives_follow_the_candidate_sets(rng):
     confidence = np.exp((top - ref.positive_score) / 0.2 - ref.loss)
     expected = calibration(confidence, ref.rank == 1)
     assert masked.diagnostics.calibration.ece == pytest.approx(expected.ece, abs=1e-6)
+    grouped = infonce_cli.score(query, positive, diagnostics=True, temperature=0.2,
+                                query_ids=ids)
+    ref = reference(query, positive, temperature=0.2, drop=lambda i, j: ids[i] == ids[j])
+    top = np.maximum(ref.positive_score, ref.hardest_negative_score)
+    confidence = np.exp((top - ref.positive_score) / 0.2 - ref.loss)
+    expected = calibration(confidence, ref.rank == 1)
+    assert grouped.diagnostics.calibration.ece == pytest.approx(expected.ece, abs=1e-6)
+    assert grouped.diagnostics.alignment == plain.diagnostics.alignment
 
 
 def test_cli_reports_diagnostics_in_json_and_table(data):
@@ -241,7 +264,7 @@ def test_sweep_reports_the_ece_at_every_temperature(real_data):
 def test_report_writes_one_page_from_the_same_pipeline(data):
     result = run_cli("report", "--query", "queries.npy", "--pos", "positives.npy", "--neg",
                      "hard_negatives.npy", "--steps", "12", "--id-col", "id", "-o", "r.html")
-    assert result.exit_code != 0  # --id-col needs a Parquet input: refused in one line
+    assert result.exit_code == 2  # --id-col needs a Parquet input: refused in one line
     assert result.stderr.count("\n") == 1
     assert result.stderr.startswith("error: ")
     assert not (data / "r.html").exists()
@@ -262,10 +285,13 @@ def test_report_refuses_what_it_cannot_write(data):
                      "-o", "r.json")
     assert result.exit_code == 2
     assert result.stderr.strip() == "error: --output r.json: use a .html file name"
+    before = (data / "queries.npy").read_bytes()
+    (data / "link.html").symlink_to(data / "queries.npy")
     result = run_cli("report", "--query", "queries.npy", "--pos", "positives.npy",
-                     "-o", "queries.npy")
+                     "-o", "link.html")
     assert result.exit_code == 2
-    assert (data / "queries.npy").stat().st_size > 0
+    assert "queries.npy" in result.stderr
+    assert (data / "queries.npy").read_bytes() == before
     result = run_cli("report", "--query", "queries.npy", "--pos", "positives.npy")
     assert result.exit_code == 2
 
@@ -360,3 +386,94 @@ def test_retrieval_diagnostics_on_the_command_line(tmp_path):
     assert table.exit_code == 0
     assert "corpus" in table.stdout
     assert "hubness (k = 5)" in table.stdout
+
+
+def test_too_few_rows_are_refused_in_one_line(data):
+    q, p = np.load("queries.npy")[:1], np.load("positives.npy")[:1]
+    with pytest.raises(infonce_cli.InfonceError, match="at least 2 queries"):
+        infonce_cli.score(q, p, np.load("hard_negatives.npy")[:1], diagnostics=True)
+    np.save("one.npy", q)
+    np.save("one_pos.npy", p)
+    result = run_cli("score", "--query", "one.npy", "--pos", "one_pos.npy", "--neg",
+                     "distractors.npy", "--diagnostics")
+    assert result.exit_code == 1
+    assert result.stderr == ("error: --diagnostics needs at least 2 queries: uniformity and "
+                             "anisotropy compare distinct rows (got 1)\n")
+
+
+def test_hubness_with_batches_counts_each_batch_s_candidates(rng):
+    """A last batch smaller than k leaves its queries fewer than k candidates: their top-k
+    lists are padded, not cut, and the hubness is still the reference's."""
+    arrays = _random(rng, n=50)
+    result = infonce_cli.score(arrays["query"], arrays["positive"], batch_size=16,
+                               diagnostics=True, hubness_k=5, temperature=0.1)
+    skewness, antihubs = hubness_reference(arrays["query"], arrays["positive"], None, False, 5,
+                                           batch_size=16)
+    assert result.diagnostics.hubness.skewness == pytest.approx(skewness, rel=1e-6)
+    assert result.diagnostics.hubness.antihub_share == pytest.approx(antihubs)
+
+
+def test_uniformity_over_many_blocks(rng, monkeypatch):
+    """Row and column blocks smaller than the data: the triangle of blocks still covers
+    every pair i < j exactly once."""
+    from infonce_cli import diagnostics
+
+    x = rng.normal(size=(37, 6)).astype(np.float32)
+    expected = uniformity_reference(x)
+    for rows, columns in ((4, 7), (7, 4), (1, 1), (8, 3)):
+        monkeypatch.setattr(diagnostics, "_ROW_BLOCK", rows)
+        monkeypatch.setattr(diagnostics, "_COLUMN_BLOCK", columns)
+        for budget in (2**30, 16):  # kept, and read again for each block
+            assert diagnostics.uniformity(x, torch.float64, torch.device("cpu"),
+                                          budget) == pytest.approx(expected, rel=1e-12)
+
+
+def test_score_plot_draws_the_four_panels(data):
+    import xml.etree.ElementTree as ElementTree
+
+    def titles(path):
+        texts = [node.text or "" for node in ElementTree.parse(path).iter()
+                 if node.tag.endswith("text")]
+        return [t for t in texts if t in ("per-sample loss", "rank of the positive",
+                                          "similarity: positives and hardest negatives")
+                or t.startswith("reliability")]
+
+    result = run_cli("score", "--query", "queries.npy", "--pos", "positives.npy",
+                     "--plot", "f.svg", "--format", "json")
+    assert result.exit_code == 0, result.output
+    api = infonce_cli.score("queries.npy", "positives.npy", diagnostics=True)
+    ece = api.diagnostics.calibration.ece
+    assert titles("f.svg") == ["per-sample loss", "rank of the positive",
+                               f"reliability (ECE {ece:.4f})",
+                               "similarity: positives and hardest negatives"]
+    result = run_cli("score", "--query", "queries.npy", "--pos", "positives.npy",
+                     "--symmetric", "--plot", "s.svg", "--format", "json")
+    assert result.exit_code == 0
+    assert not any(t.startswith("reliability") for t in titles("s.svg"))
+    for bad, line in (("f.pdf", "error: --plot f.pdf: use a .png, .svg or .html file name"),
+                      ("queries.npy", None)):
+        result = run_cli("score", "--query", "queries.npy", "--pos", "positives.npy",
+                         "--plot", bad)
+        assert result.exit_code == 2
+        if line:
+            assert result.stderr.strip() == line
+
+
+def test_plot_is_refused_under_torchrun(data, monkeypatch):
+    from infonce_cli import distributed
+
+    monkeypatch.setattr(distributed, "launched", lambda: True)
+    result = run_cli("score", "--query", "queries.npy", "--pos", "positives.npy",
+                     "--plot", "f.svg")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == ("error: --plot draws every pair: run it in one "
+                                     "process, without torchrun")
+    assert not (data / "f.svg").exists()
+
+
+def test_hubness_k_needs_diagnostics(data):
+    result = run_cli("score", "--query", "queries.npy", "--pos", "positives.npy",
+                     "--hubness-k", "5")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == ("error: --hubness-k sets the hubness of --diagnostics: "
+                                     "add --diagnostics")

@@ -17,7 +17,6 @@ import pytest
 import infonce_cli
 from infonce_cli.figures import score_panels
 from infonce_cli.html_report import report_html, sweep_panel
-from infonce_cli.requests import ScoreRequest
 from infonce_cli.results import ReportResult
 
 from .conftest import SAMPLE
@@ -25,7 +24,6 @@ from .conftest import SAMPLE
 HOSTILE_ID = "<script>alert(1)</script> & <b>bold</b> \"quoted\""
 SECTIONS = ("InfoNCE report", "Aggregate", "Diagnostics", "Temperature", "Distributions",
             "Worst cases", "Notes")
-HAS_DIAGNOSTICS = hasattr(ScoreRequest, "diagnostics")
 SVG_NAMESPACE = "http://www.w3.org/2000/svg"
 
 
@@ -42,8 +40,7 @@ def report(tmp_path_factory) -> ReportResult:
     pq.write_table(table.set_column(table.schema.get_field_index("id"), "id", ids), path)
     inputs = {"query": str(path), "query_col": "query", "pos": str(path), "pos_col": "positive",
               "neg": str(SAMPLE / "hard_negatives.npy"), "device": "cpu"}
-    extra = {"diagnostics": True} if HAS_DIAGNOSTICS else {}
-    score = infonce_cli.score(**inputs, id_col="id", worst=5, **extra)
+    score = infonce_cli.score(**inputs, id_col="id", worst=5, diagnostics=True)
     sweep = infonce_cli.sweep(**inputs, steps=30)
     return ReportResult(score, sweep, {"query": f"{path} <query> & co", "pos": str(path),
                                        "neg": "sample_data/hard_negatives.npy"})
@@ -127,8 +124,6 @@ def test_data_is_escaped(report):
 
 
 def test_diagnostics_table(report):
-    if not HAS_DIAGNOSTICS:
-        pytest.skip("this version of the library computes no diagnostics")
     diagnostics = report.score.diagnostics
     assert diagnostics is not None
     text = " ".join(parse(report_html(report)).text)
@@ -148,7 +143,8 @@ def test_page_without_diagnostics_worst_cases_or_notes(report):
     assert "Worst cases" not in parsed.headings
     text = " ".join(parsed.text)
     assert "Not computed for this run." in text
-    assert "reliability (ECE" not in text
+    # The reliability diagram is then drawn from the per-sample rows: the same calibration.
+    assert f"reliability (ECE {report.score.diagnostics.calibration.ece:.4f})" in text
 
 
 def test_sweep_panel_marks_the_optimum_the_lowest_ece_and_the_scored_temperature(report):
@@ -158,7 +154,8 @@ def test_sweep_panel_marks_the_optimum_the_lowest_ece_and_the_scored_temperature
     assert labels[1] == f"optimum τ = {report.sweep.optimum.temperature:.4g}"
     assert labels[-1] == "scored at τ = 0.05"
     calibrated = report.sweep.calibration_optimum
-    assert (f"lowest ECE τ = {calibrated.temperature:.4g}" in labels) if calibrated else True
+    assert calibrated is not None
+    assert f"lowest ECE τ = {calibrated.temperature:.4g}" in labels
     outside = sweep_panel(report.sweep, 5.0)  # beyond the grid: no line
     assert not any(label.startswith("scored") for label in
                    (series.label for series in outside.series))
