@@ -240,7 +240,7 @@ def _fold(
     # large temporaries would fragment the heap and hold on to memory.
     merged: dict[str, torch.Tensor] = {}
     done = 0
-    with _float_modes(options):
+    with float_modes(options):
         for block in source.query_blocks():
             state = RunningState(block.positive_score, scales, moments_from, picks_rows,
                                  options.top_k)
@@ -279,7 +279,7 @@ def _picks_rows(device: torch.device) -> bool:
 
 
 @contextlib.contextmanager
-def _float_modes(options: EngineOptions) -> Iterator[None]:
+def float_modes(options: EngineOptions) -> Iterator[None]:
     """TF32 matrix products on CUDA only when asked for; on the CPU, denormal floats are
     flushed to zero meanwhile: exp(s·(x − max)) of far negatives would otherwise produce
     them, and arithmetic on them is many times slower (they are below 1e-38, next to a

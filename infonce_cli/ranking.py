@@ -22,17 +22,11 @@ import numpy as np
 import torch
 
 from .candidates import CandidateIds
-from .engine import (
-    EngineOptions,
-    NegativeMode,
-    PerSampleScores,
-    Rows,
-    plan_blocks,
-    score_embeddings,
-)
+from .corpus_scan import CorpusScan, QueryPairs, scan_corpus
+from .engine import EngineOptions, NegativeMode, PerSampleScores, Rows
 from .errors import InputError, arg
-from .rows import RowReader
-from .similarity import pairwise, prepare_rows, reduction_dtype
+from .rows import gather_rows
+from .similarity import paired, prepare_rows
 from .temperature import score_at_optimum
 
 Array = np.ndarray[Any, Any]
@@ -73,8 +67,8 @@ def relevant_positions(
 ) -> RelevantScores:
     """Positions of the relevant documents in each query's ranking of the whole corpus, and
     the loss of each positive pair (NT-Xent: the query's other positives left out of its
-    denominator; SupCon: kept in); with ``top_k``, each query's best documents, from the
-    same pass (a query without a relevant document gets a pass of its own).
+    denominator; SupCon: kept in); with ``top_k``, every query's best documents, from the
+    same pass (``corpus_scan``: one product per query and corpus block).
 
     Shapes: query (Q, d), corpus (D, d); ``options`` give the similarity, temperature (the
     first), dtype, device and memory budget (in-batch and symmetric do not apply).
@@ -87,53 +81,106 @@ def relevant_positions(
     [2, 1]
     """
     positive = judged.relevance >= min_relevance
-    rows_query, rows_doc, shared, ids = _pairs_against_corpus(query, corpus, judged, positive,
-                                                              supcon, options)
-    scores = score_embeddings(rows_query, rows_doc, corpus, replace(shared, top_k=top_k),
-                              on_rows_done, ids)
-    assert scores.mode is NegativeMode.SHARED
-    score = scores.positive_score.detach().double().cpu().numpy()
-    position = scores.rank.cpu().numpy().astype(np.int64) + _rank_corrections(
-        judged, positive, score, supcon)
-    loss = scores.loss[:, 0].detach().double().cpu().numpy()
-    top = _query_tops(query, corpus, judged, (positive, score, scores), supcon, options,
-                      top_k) if top_k else None
+    device = options.device
+    pairs = QueryPairs(torch.from_numpy(judged.query_row.astype(np.int64)).to(device),
+                       torch.from_numpy(judged.doc_row.astype(np.int64)).to(device),
+                       torch.from_numpy(positive).to(device))
+    documents = int(corpus.shape[0])
+    top_k = min(top_k, documents)
+    # In half precision the lists are chosen among more candidates, then rescored in float32.
+    half = options.dtype in (torch.bfloat16, torch.float16)
+    kept = min(documents, max(2 * top_k, top_k + 32)) if half and top_k else top_k
+    queries = np.arange(int(query.shape[0])) if top_k else np.unique(judged.query_row)
+    scan = scan_corpus(query, corpus, queries, pairs, options, kept, on_rows_done)
+    scores = _pair_scores(scan, judged, positive, supcon, options.temperatures[0], documents)
+    score = scores.positive_score.double().numpy()
+    position = scores.rank.numpy() + _rank_corrections(judged, positive, score, supcon)
+    loss = scores.loss[:, 0].double().numpy()
     return RelevantScores(position=position, score=score, loss=np.where(positive, loss, np.nan),
-                          num_candidates=scores.num_candidates.cpu().numpy(),
-                          positive=positive, scores=scores, top=top)
+                          num_candidates=scores.num_candidates.numpy(), positive=positive,
+                          scores=scores, top=None if not top_k else _best_first(scan) if not half
+                          else _rescored(query, corpus, scan, options, top_k))
 
 
-def _query_tops(
-    query: Rows, corpus: Rows, judged: Judged,
-    pairs: tuple[Array, Array, PerSampleScores], supcon: bool, options: EngineOptions,
-    top_k: int,
-) -> tuple[Array, Array]:
-    """Every query's ``top_k`` documents: the best candidates its first pair row kept, with
-    the documents that row excluded put back at their own scores; queries without a pair
-    row are ranked by a pass of their own."""
-    positive, score, scores = pairs
-    assert scores.top_scores is not None
-    assert scores.top_index is not None
-    kept_scores = scores.top_scores.double().cpu().numpy()
-    kept_rows = scores.top_index.cpu().numpy()
-    k = min(top_k, int(corpus.shape[0]))
-    best_scores = np.full((int(query.shape[0]), k), -np.inf)
-    best_rows = np.full((int(query.shape[0]), k), -1, dtype=np.int64)
-    starts, ends = _query_runs(judged.query_row)
-    for start, end in zip(starts, ends, strict=True):
-        excluded = np.arange(start, end) == start
-        if not supcon:
-            excluded |= positive[start:end]
-        found = np.isfinite(kept_scores[start])
-        candidates = np.r_[kept_scores[start][found], score[start:end][excluded]]
-        rows = np.r_[kept_rows[start][found], judged.doc_row[start:end][excluded]]
-        order = np.lexsort((rows, -candidates))[:k]
-        best_scores[judged.query_row[start], :len(order)] = candidates[order]
-        best_rows[judged.query_row[start], :len(order)] = rows[order]
-    alone = np.setdiff1d(np.arange(int(query.shape[0])), judged.query_row)
-    if alone.size:
-        best_scores[alone], best_rows[alone] = top_documents(gather_rows(query, alone), corpus,
-                                                             options, k)
+def _pair_scores(scan: CorpusScan, judged: Judged, positive: Array, supcon: bool,
+                 temperature: float, documents: int) -> PerSampleScores:
+    """Each pair's results as the engine gives them for a row scored against the corpus
+    with its exclusions (NT-Xent: every positive of its query and its own document;
+    SupCon: its own document): the loss, the hardest candidate, the rank among the
+    candidates left (1 + those at or above it), from its query's scan and the scores of
+    the query's other relevant documents."""
+    scale = 1.0 / temperature
+    at = np.searchsorted(scan.queries, judged.query_row)
+    log_sum_exp = scan.log_sum_exp.double().cpu().numpy()[at]
+    hardest = scan.negative_max.double().cpu().numpy()[at]
+    hardest_row = scan.negative_row.cpu().numpy()[at]
+    x = scan.pair_score.double().cpu().numpy()
+    rank = 1 + scan.at_or_above.cpu().numpy() - ~positive  # a relevant negative met itself
+    positives_of_query = np.bincount(judged.query_row[positive],
+                                     minlength=int(judged.query_row.max(initial=-1)) + 1)
+    candidates = 1 + documents - positives_of_query[judged.query_row] - ~positive
+    if supcon:  # the query's other positives are candidates too
+        candidates = np.full(len(x), documents)
+        starts, ends = _query_runs(judged.query_row)
+        for begin, end in zip(starts, ends, strict=True):
+            members = np.arange(begin, end)
+            others = members[positive[begin:end]]
+            for i in members:
+                rest = others[others != i]
+                if not len(rest):
+                    continue
+                log_sum_exp[i] = np.logaddexp(log_sum_exp[i],
+                                              np.logaddexp.reduce(x[rest] * scale))
+                rank[i] += int((x[rest] >= x[i]).sum())
+                best = rest[np.argmax(x[rest])]
+                if x[best] > hardest[i]:
+                    hardest[i], hardest_row[i] = x[best], judged.doc_row[best]
+    loss = np.logaddexp(x * scale, log_sum_exp) - x * scale
+    return PerSampleScores(
+        loss=torch.from_numpy(loss[:, None]), positive_score=torch.from_numpy(x),
+        hardest_negative_score=torch.from_numpy(hardest),
+        hardest_negative_index=torch.from_numpy(hardest_row),
+        rank=torch.from_numpy(rank.astype(np.int64)),
+        num_candidates=torch.from_numpy(candidates.astype(np.int64)),
+        masked=torch.zeros(len(x), dtype=torch.int64), mode=NegativeMode.SHARED,
+        positive_unbeaten=torch.from_numpy(hardest <= x))
+
+
+def _best_first(scan: CorpusScan) -> tuple[Array, Array]:
+    """Every query's top-k documents, best first, equal scores by corpus row."""
+    assert scan.top_scores is not None
+    assert scan.top_rows is not None
+    return _ordered(scan.top_scores.double().cpu().numpy(), scan.top_rows.cpu().numpy())
+
+
+def _ordered(scores: Array, rows: Array) -> tuple[Array, Array]:
+    order = np.lexsort((rows, -scores), axis=1)
+    return np.take_along_axis(scores, order, axis=1), np.take_along_axis(rows, order, axis=1)
+
+
+_RESCORED_QUERIES = 64
+
+
+def _rescored(query: Rows, corpus: Rows, scan: CorpusScan, options: EngineOptions,
+              k: int) -> tuple[Array, Array]:
+    """The ``k`` best of each query's half-precision candidates, rescored in float32 (a
+    query's scores, a few queries at a time), best first."""
+    assert scan.top_rows is not None
+    rows = scan.top_rows.cpu().numpy()
+    similarity = options.similarity
+    best_scores = np.empty((len(rows), k))
+    best_rows = np.empty((len(rows), k), dtype=np.int64)
+    for start in range(0, len(rows), _RESCORED_QUERIES):
+        block = rows[start:start + _RESCORED_QUERIES]
+        queries = prepare_rows(torch.from_numpy(gather_rows(query, scan.queries[
+            start:start + _RESCORED_QUERIES]).astype(np.float32)), similarity)
+        documents = torch.from_numpy(gather_rows(corpus, np.maximum(block, 0).ravel()).astype(
+            np.float32)).reshape(*block.shape, -1)
+        scores = paired(queries, documents, similarity).double().numpy()
+        scores[block < 0] = -np.inf
+        ordered_scores, ordered_rows = _ordered(scores, block)
+        best_scores[start:start + len(block)] = ordered_scores[:, :k]
+        best_rows[start:start + len(block)] = ordered_rows[:, :k]
     return best_scores, best_rows
 
 
@@ -168,19 +215,6 @@ def _pairs_against_corpus(
     shared = replace(options, in_batch=False, symmetric=False, batch_size=None,
                      mask_duplicates=False, query_rows=None)
     return gather_rows(query, judged.query_row), gather_rows(corpus, judged.doc_row), shared, ids
-
-
-def gather_rows(source: Rows, rows: Array) -> Array:
-    """Rows ``rows`` (any order, repeats allowed) of an array or a file reader, read as
-    contiguous runs of the distinct rows they touch."""
-    wanted = np.unique(rows)
-    if wanted.size == 0:
-        return np.empty((0, int(source.shape[-1])), dtype=np.float32)
-    breaks = np.flatnonzero(np.diff(wanted) != 1) + 1
-    parts = [np.asarray(source[int(run[0]):int(run[-1]) + 1])
-             for run in np.split(wanted, breaks)]
-    block = np.concatenate(parts) if len(parts) > 1 else parts[0]
-    return np.ascontiguousarray(block[np.searchsorted(wanted, rows)])
 
 
 def _exclusions(judged: Judged, positive: Array, supcon: bool) -> tuple[Array, Array]:
@@ -236,56 +270,6 @@ def _rank_corrections(judged: Judged, positive: Array, score: Array, supcon: boo
         correction[start:end] -= (tied & counted & (row[None, :] > row[:, None])).sum(axis=1)
         correction[start:end] += (before & excluded_other[None, :]).sum(axis=1)
     return correction
-
-
-def top_documents(
-    query: Rows, corpus: Rows, options: EngineOptions, k: int,
-    on_rows_done: Callable[[int], None] | None = None,
-) -> tuple[Array, Array]:
-    """The ``k`` best-scoring corpus rows of every query and their scores, best first (equal
-    scores by corpus row), from one streamed pass: each corpus block's ``topk`` is merged
-    with the running one, so no Q × D matrix is held.
-
-    Shapes: query (Q, d), corpus (D, d) → scores (Q, k') float64 and rows (Q, k') int64,
-    k' = min(k, D).
-
-    >>> q = np.array([[1.0, 0.0]], dtype=np.float32)
-    >>> docs = np.array([[0.0, 1.0], [1.0, 0.0], [1.0, 1.0]], dtype=np.float32)
-    >>> scores, rows = top_documents(q, docs, EngineOptions(), 2)
-    >>> rows.tolist(), scores.round(4).tolist()
-    ([[1, 2]], [[1.0, 0.7071]])
-    """
-    reader = RowReader(options.similarity, options.dtype, options.device)
-    n, total = int(query.shape[0]), int(corpus.shape[0])
-    k = min(k, total)
-    plan = plan_blocks(n, int(query.shape[-1]), NegativeMode.SHARED, 0,
-                       options.device.type, options.max_memory, None)
-    candidate_block = max(plan.candidate_block, k)
-    dtype = reduction_dtype(options.dtype)
-    best_scores = np.empty((n, k))
-    best_rows = np.empty((n, k), dtype=np.int64)
-    with torch.no_grad():
-        for start in range(0, n, plan.query_block):
-            stop = min(start + plan.query_block, n)
-            queries = prepare_rows(reader.raw(query, start, stop), options.similarity)
-            scores = torch.empty((stop - start, 0), dtype=dtype, device=options.device)
-            rows = torch.empty((stop - start, 0), dtype=torch.int64, device=options.device)
-            for first in range(0, total, candidate_block):
-                last = min(first + candidate_block, total)
-                block = pairwise(queries, reader.block(corpus, first, last).prepared,
-                                 options.similarity).to(dtype)
-                columns = torch.arange(first, last, device=options.device).expand_as(block)
-                scores, picked = torch.cat([scores, block], dim=1).topk(
-                    min(k, scores.shape[1] + block.shape[1]), dim=1)
-                rows = torch.cat([rows, columns], dim=1).gather(1, picked)
-            found_scores = scores.double().cpu().numpy()
-            found_rows = rows.cpu().numpy()
-            order = np.lexsort((found_rows, -found_scores), axis=1)
-            best_scores[start:stop] = np.take_along_axis(found_scores, order, axis=1)
-            best_rows[start:stop] = np.take_along_axis(found_rows, order, axis=1)
-            if on_rows_done is not None:
-                on_rows_done(stop - start)
-    return best_scores, best_rows
 
 
 @dataclass(frozen=True)

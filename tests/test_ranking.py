@@ -109,11 +109,15 @@ def test_positions_do_not_depend_on_block_sizes_or_the_reader():
 
 @pytest.mark.parametrize("max_memory", [2**20, 2**30])
 def test_top_documents_match_a_float64_argsort(max_memory):
-    from infonce_cli.ranking import top_documents
-
+    """The top-k lists of every query, those without a relevant document included, are a
+    float64 argsort's, from the same pass as the positions."""
     rng = np.random.default_rng(3)
-    query, corpus, _ = _data(rng, duplicates=False)
-    scores, rows = top_documents(query, corpus, EngineOptions(max_memory=max_memory), 25)
+    query, corpus, judged = _data(rng, duplicates=False)
+    alone = judged.query_row != 0  # query 0 has no relevant document
+    judged = Judged(judged.query_row[alone], judged.doc_row[alone], judged.relevance[alone])
+    out = relevant_positions(query, corpus, judged, EngineOptions(max_memory=max_memory),
+                             top_k=25)
+    scores, rows = out.top
     reference = _cosine(query, corpus)
     want = np.argsort(-reference, axis=1, kind="stable")[:, :25]
     np.testing.assert_array_equal(rows, want)
@@ -121,20 +125,31 @@ def test_top_documents_match_a_float64_argsort(max_memory):
     assert (np.diff(scores, axis=1) <= 0).all()
 
 
-def test_one_product_per_distinct_query_changes_nothing(monkeypatch):
-    """Rows that repeat a query share its block's matrix product; without the sharing the
-    positions are the same and the losses agree to float rounding."""
-    from infonce_cli import candidates
+@pytest.mark.parametrize("supcon", [False, True])
+@pytest.mark.parametrize("min_relevance", [1, 2])
+def test_the_scan_per_query_gives_the_engines_results_per_pair(supcon, min_relevance):
+    """The corpus scan folds each query once; the generic engine, each pair as a row with
+    its exclusions. They agree on the rank, the candidates, the loss and the hardest
+    negative of every pair."""
+    from infonce_cli.engine import score_embeddings
+    from infonce_cli.ranking import _exclusions, _pairs_against_corpus
 
     rng = np.random.default_rng(8)
     query, corpus, judged = _data(rng, True)
     options = EngineOptions(temperatures=(0.1,))
-    shared = relevant_positions(query, corpus, judged, options)
-    assert (np.diff(judged.query_row) == 0).any()  # rows do repeat queries
-    monkeypatch.setattr(candidates, "_distinct_rows", lambda row_query: None)
-    apart = relevant_positions(query, corpus, judged, options)
-    np.testing.assert_array_equal(shared.position, apart.position)
-    np.testing.assert_allclose(shared.loss, apart.loss, rtol=1e-6)
+    positive = judged.relevance >= min_relevance
+    scanned = relevant_positions(query, corpus, judged, options, min_relevance, supcon).scores
+    rows_query, rows_doc, shared, ids = _pairs_against_corpus(query, corpus, judged, positive,
+                                                              supcon, options)
+    assert _exclusions(judged, positive, supcon)[0].size
+    engine = score_embeddings(rows_query, rows_doc, corpus, shared, ids=ids)
+    keep = positive  # the loss and hardest negative are those of positive pairs
+    np.testing.assert_array_equal(scanned.rank, engine.rank)
+    np.testing.assert_array_equal(scanned.num_candidates, engine.num_candidates)
+    np.testing.assert_allclose(scanned.loss[keep, 0], engine.loss[keep, 0].double(),
+                               rtol=1e-5)
+    np.testing.assert_allclose(scanned.hardest_negative_score[keep],
+                               engine.hardest_negative_score[keep].double(), rtol=1e-6)
 
 
 @pytest.mark.parametrize("supcon", [False, True])

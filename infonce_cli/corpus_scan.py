@@ -1,0 +1,240 @@
+"""One streamed pass of queries over a whole corpus, folded per query, not per pair.
+
+Every (query, relevant document) pair of a query sees the same corpus, and every
+document but the query's positives is a negative of each of them. So the pass scores
+each distinct query once against each corpus block, and keeps per query the
+log-sum-exp and the maximum over its negatives and, when asked, its top-k documents;
+per relevant pair it only counts the negatives scoring at or above the document. The
+rest of each pair's result follows from those and the pairs' own scores
+(``ranking.relevant_positions``).
+
+The scores of the relevant documents are their pairs' own (row-wise) scores, also in
+the block where the corpus holds them and wherever it holds a bit-identical copy: a
+copy ties with the document exactly, as in ``score``. No Q × D matrix is held.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .accumulators import EXP_FLOOR, Scratch, TopK
+from .engine import EngineOptions, NegativeMode, Rows, float_modes, plan_blocks
+from .rows import RowReader, fingerprint, gather_rows
+from .similarity import paired, pairwise, prepare_rows, reduction_dtype
+
+Array = np.ndarray[Any, Any]
+
+
+@dataclass(frozen=True)
+class QueryPairs:
+    """Relevant pairs, sorted by query row: the query and corpus row of each, and whether it
+    is a positive (not a negative of its query)."""
+
+    query_row: torch.Tensor  # (P,) int64
+    doc_row: torch.Tensor  # (P,) int64
+    positive: torch.Tensor  # (P,) bool
+
+
+@dataclass(frozen=True)
+class CorpusScan:
+    """Per scanned query (``queries``, sorted rows): over its negatives (every document
+    but its positives), the log Σ exp(x/τ), the largest score and its corpus row (−inf and
+    −1 when it has none); per pair, its score and the negatives scoring at or above the
+    document; with
+    ``top_k``, the best documents (scores, corpus rows; −inf and −1 past the corpus)."""
+
+    queries: Array
+    log_sum_exp: torch.Tensor  # (Q,)
+    negative_max: torch.Tensor  # (Q,)
+    negative_row: torch.Tensor  # (Q,) int64
+    pair_score: torch.Tensor  # (P,): each pair's own score, a row-wise product
+    at_or_above: torch.Tensor  # (P,) int64
+    top_scores: torch.Tensor | None = None  # (Q, k)
+    top_rows: torch.Tensor | None = None  # (Q, k) int64
+
+
+def scan_corpus(
+    query: Rows, corpus: Rows, queries: Array, pairs: QueryPairs, options: EngineOptions,
+    top_k: int = 0, on_pairs_done: Callable[[int], None] | None = None,
+) -> CorpusScan:
+    """Scan the corpus for the query rows ``queries`` (sorted; every query of ``pairs``
+    among them) at the first temperature of ``options``."""
+    device = options.device
+    reader = RowReader(options.similarity, options.dtype, device)
+    dtype = reduction_dtype(options.dtype)
+    total = int(corpus.shape[0])
+    plan = plan_blocks(len(queries), int(query.shape[-1]), NegativeMode.SHARED, 0,
+                       device.type, options.max_memory, None)
+    candidate_block = max(plan.candidate_block, top_k)
+    scale = 1.0 / options.temperatures[0]
+    queries_t = torch.from_numpy(np.asarray(queries, dtype=np.int64)).to(device)
+    # Where each scanned query's pairs start and end (pairs are sorted by query).
+    bounds = torch.searchsorted(pairs.query_row, torch.stack([queries_t, queries_t + 1]))
+    prints: dict[int, torch.Tensor] = {}  # each corpus block's, computed once
+    out = _Outputs(len(queries), len(pairs.query_row), top_k, dtype, device)
+    with torch.no_grad(), float_modes(options):
+        for start in range(0, len(queries), plan.query_block):
+            stop = min(start + plan.query_block, len(queries))
+            prepared = prepare_rows(reader.raw(gather_rows(query, queries[start:stop]), 0,
+                                               stop - start), options.similarity)
+            low, high = int(bounds[0, start]), int(bounds[1, stop - 1])
+            local = QueryBlock.of(pairs, low, high, queries_t[start:stop], prepared, corpus,
+                                  reader)
+            state = _QueryState(stop - start, high - low, scale, top_k, dtype, device)
+            for first in range(0, total, candidate_block):
+                last = min(first + candidate_block, total)
+                raw = reader.raw(corpus, first, last)
+                if first not in prints:
+                    prints[first] = fingerprint(raw)
+                scores = pairwise(prepared, prepare_rows(raw, options.similarity),
+                                  options.similarity)
+                if scores.dtype != dtype:  # half precision: widened once, into reused space
+                    scores = state.scratch.take("scores", tuple(scores.shape)).copy_(scores)
+                local.own_scores(scores, raw, prints[first])
+                state.update(scores, local, first)
+            out.put(start, stop, low, high, state, local.score)
+            if on_pairs_done is not None:
+                on_pairs_done(high - low)
+    return out.result(queries)
+
+
+@dataclass
+class QueryBlock:
+    """The pairs of a block of queries: each pair's query as a block row, its document (raw,
+    in the compute dtype) with the document's fingerprint, and the pair's own score."""
+
+    pair_query: torch.Tensor
+    doc_row: torch.Tensor
+    positive: torch.Tensor
+    documents: torch.Tensor
+    prints: torch.Tensor
+    score: torch.Tensor
+    sorted_prints: torch.Tensor
+
+    @classmethod
+    def of(cls, pairs: QueryPairs, low: int, high: int, queries: torch.Tensor,
+           prepared: torch.Tensor, corpus: Rows, reader: RowReader) -> QueryBlock:
+        """Pairs [low, high) of the block of ``queries`` (prepared rows ``prepared``)."""
+        pair_query = torch.searchsorted(queries, pairs.query_row[low:high])
+        doc_row = pairs.doc_row[low:high]
+        documents = reader.raw(gather_rows(corpus, doc_row.cpu().numpy()), 0, high - low)
+        score = paired(prepared[pair_query], documents.unsqueeze(1), reader.similarity)[:, 0]
+        prints = fingerprint(documents)
+        return cls(pair_query, doc_row, pairs.positive[low:high], documents, prints,
+                   score.to(reduction_dtype(reader.dtype)), torch.sort(prints).values)
+
+    def own_scores(self, scores: torch.Tensor, raw: torch.Tensor, prints: torch.Tensor) -> None:
+        """Give each relevant document, and every bit-identical copy of it in this corpus
+        block, its pair's own score (copies are found by fingerprint, then checked bit
+        for bit)."""
+        if not len(self.prints):
+            return
+        found = torch.searchsorted(self.sorted_prints, prints).clamp_(max=len(self.prints) - 1)
+        hit = self.sorted_prints[found] == prints
+        if not bool(hit.any()):
+            return
+        columns = torch.nonzero(hit).squeeze(1)
+        pair, which = torch.nonzero(prints[columns][None, :] == self.prints[:, None],
+                                    as_tuple=True)
+        column = columns[which]
+        same = (raw[column] == self.documents[pair]).all(dim=-1)
+        pair, column = pair[same], column[same]
+        scores[self.pair_query[pair], column] = self.score[pair].to(scores.dtype)
+
+    def positives_in(self, first: int, last: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(block row, column) of the positives that lie in corpus rows [first, last)."""
+        inside = self.positive & (self.doc_row >= first) & (self.doc_row < last)
+        return self.pair_query[inside], self.doc_row[inside] - first
+
+
+class _QueryState:
+    """Running per-query state of one block of queries."""
+
+    def __init__(self, rows: int, pairs: int, scale: float, top_k: int, dtype: torch.dtype,
+                 device: torch.device) -> None:
+        self.scale = scale
+        self.at_or_above = torch.zeros(pairs, dtype=torch.int64, device=device)
+        self.maximum = torch.full((rows,), -math.inf, dtype=dtype, device=device)
+        self.best_row = torch.full((rows,), -1, dtype=torch.int64, device=device)
+        self.sums = torch.zeros(rows, dtype=dtype, device=device)
+        self.top = TopK(top_k, self.sums) if top_k else None
+        self.scratch = Scratch(self.sums)
+
+    def update(self, scores: torch.Tensor, pairs: QueryBlock, first: int) -> None:
+        """Fold a block of scores (queries × documents [first, first + C))."""
+        if self.top is not None:
+            self.top.update(scores, first)
+        rows, columns = pairs.positives_in(first, first + scores.shape[1])
+        scores[rows, columns] = -math.inf  # a query's positives are not its negatives
+        block_max = scores.amax(dim=1)
+        better = torch.nonzero(block_max > self.maximum).squeeze(1)
+        if better.numel():  # the column only where the hardest negative changes
+            self.best_row[better] = scores[better].argmax(dim=1) + first
+        new_maximum = torch.maximum(self.maximum, block_max)
+        # Rows with no negative yet keep a maximum of −inf: they are shifted by 0, and the
+        # floor terms of their −inf scores are dropped once a negative comes.
+        shift = torch.where(torch.isfinite(new_maximum), new_maximum, 0.0)
+        self.sums *= torch.where(torch.isfinite(self.maximum),
+                                 torch.exp((self.maximum - shift) * self.scale), 0.0)
+        self.maximum = new_maximum
+        self._count(scores, block_max, pairs)
+        # s·(x − max) in one pass, clamped where it would be slow to exponentiate (the
+        # positives' −inf included), then exp and sum, in space reused by every block.
+        work = torch.add((shift * -self.scale)[:, None], scores, alpha=self.scale,
+                         out=self.scratch.take("work", tuple(scores.shape)))
+        self.sums += work.clamp_(min=EXP_FLOOR).exp_().sum(dim=1)
+
+    def _count(self, scores: torch.Tensor, block_max: torch.Tensor, pairs: QueryBlock) -> None:
+        """Count, per pair, the block's negatives scoring at or above its document: only
+        the pairs whose query's block maximum reaches the document's score are compared."""
+        reached = torch.nonzero(block_max[pairs.pair_query] >= pairs.score).squeeze(1)
+        if reached.numel():
+            rows = scores[pairs.pair_query[reached]]
+            # Comparing into floats and summing them is several times faster than bools.
+            compared = torch.ge(rows, pairs.score[reached, None].to(rows.dtype),
+                                out=self.scratch.take("compared", tuple(rows.shape)))
+            self.at_or_above.index_add_(0, reached, compared.sum(dim=1).to(torch.int64))
+
+    def log_sum_exp(self) -> torch.Tensor:
+        """log Σ exp(s·x) over each query's negatives (−inf when it has none)."""
+        return torch.log(self.sums) + self.maximum * self.scale
+
+
+class _Outputs:
+    """Full-length results, filled a block of queries at a time."""
+
+    def __init__(self, queries: int, pairs: int, top_k: int, dtype: torch.dtype,
+                 device: torch.device) -> None:
+        self.log_sum_exp = torch.empty(queries, dtype=dtype, device=device)
+        self.negative_max = torch.empty(queries, dtype=dtype, device=device)
+        self.negative_row = torch.empty(queries, dtype=torch.int64, device=device)
+        self.at_or_above = torch.zeros(pairs, dtype=torch.int64, device=device)
+        self.pair_score = torch.zeros(pairs, dtype=dtype, device=device)
+        self.top_scores = self.top_rows = None
+        if top_k:
+            self.top_scores = torch.full((queries, top_k), -math.inf, dtype=dtype,
+                                         device=device)
+            self.top_rows = torch.full((queries, top_k), -1, dtype=torch.int64, device=device)
+
+    def put(self, start: int, stop: int, low: int, high: int, state: _QueryState,
+            pair_score: torch.Tensor) -> None:
+        self.log_sum_exp[start:stop] = state.log_sum_exp()
+        self.negative_max[start:stop] = state.maximum
+        self.negative_row[start:stop] = state.best_row
+        self.at_or_above[low:high] = state.at_or_above
+        self.pair_score[low:high] = pair_score
+        if self.top_scores is not None and self.top_rows is not None:
+            assert state.top is not None
+            self.top_scores[start:stop] = state.top.scores
+            self.top_rows[start:stop] = state.top.index
+
+    def result(self, queries: Array) -> CorpusScan:
+        return CorpusScan(np.asarray(queries), self.log_sum_exp, self.negative_max,
+                          self.negative_row, self.pair_score, self.at_or_above,
+                          self.top_scores, self.top_rows)
