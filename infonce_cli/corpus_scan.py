@@ -16,7 +16,7 @@ copy ties with the document exactly, as in ``score``. No Q × D matrix is held.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,44 +64,90 @@ def scan_corpus(
     top_k: int = 0, on_pairs_done: Callable[[int], None] | None = None,
 ) -> CorpusScan:
     """Scan the corpus for the query rows ``queries`` (sorted; every query of ``pairs``
-    among them) at the first temperature of ``options``."""
+    among them) at the first temperature of ``options``.
+
+    The corpus is the outer loop: each corpus block is read, prepared and fingerprinted
+    once, then scored against every block of queries, whose running states are all kept
+    (a few numbers per query and pair, and the top-k lists). Queries are taken in groups
+    whose rows and relevant documents fit half the memory budget: usually one group, so
+    the corpus is read once."""
     device = options.device
     reader = RowReader(options.similarity, options.dtype, device)
     dtype = reduction_dtype(options.dtype)
-    total = int(corpus.shape[0])
-    plan = plan_blocks(len(queries), int(query.shape[-1]), NegativeMode.SHARED, 0,
-                       device.type, options.max_memory, None)
+    total, dim = int(corpus.shape[0]), int(query.shape[-1])
+    plan = plan_blocks(len(queries), dim, NegativeMode.SHARED, 0, device.type,
+                       options.max_memory, None)
     candidate_block = max(plan.candidate_block, top_k)
     scale = 1.0 / options.temperatures[0]
     queries_t = torch.from_numpy(np.asarray(queries, dtype=np.int64)).to(device)
     # Where each scanned query's pairs start and end (pairs are sorted by query).
     bounds = torch.searchsorted(pairs.query_row, torch.stack([queries_t, queries_t + 1]))
-    prints: dict[int, torch.Tensor] = {}  # each corpus block's, computed once
     out = _Outputs(len(queries), len(pairs.query_row), top_k, dtype, device)
+    scratch = Scratch(out.log_sum_exp)  # work space reused by every block of the scan
+    progress = _Progress(on_pairs_done)
     with torch.no_grad(), float_modes(options):
-        for start in range(0, len(queries), plan.query_block):
-            stop = min(start + plan.query_block, len(queries))
-            prepared = prepare_rows(reader.raw(gather_rows(query, queries[start:stop]), 0,
-                                               stop - start), options.similarity)
-            low, high = int(bounds[0, start]), int(bounds[1, stop - 1])
-            local = QueryBlock.of(pairs, low, high, queries_t[start:stop], prepared, corpus,
-                                  reader)
-            state = _QueryState(stop - start, high - low, scale, top_k, dtype, device)
+        for group in _groups(bounds, plan.query_block, dim * 4, options.max_memory // 2):
+            blocks = []
+            for start, stop in group:
+                prepared = prepare_rows(reader.raw(gather_rows(query, queries[start:stop]), 0,
+                                                   stop - start), options.similarity)
+                low, high = int(bounds[0, start]), int(bounds[1, stop - 1])
+                local = QueryBlock.of(pairs, low, high, queries_t[start:stop], prepared,
+                                      corpus, reader)
+                state = _QueryState(stop - start, high - low, scale, top_k, scratch)
+                blocks.append((prepared, local, state))
+            group_pairs = int(bounds[1, group[-1][1] - 1] - bounds[0, group[0][0]])
             for first in range(0, total, candidate_block):
                 last = min(first + candidate_block, total)
                 raw = reader.raw(corpus, first, last)
-                if first not in prints:
-                    prints[first] = fingerprint(raw)
-                scores = pairwise(prepared, prepare_rows(raw, options.similarity),
-                                  options.similarity)
-                if scores.dtype != dtype:  # half precision: widened once, into reused space
-                    scores = state.scratch.take("scores", tuple(scores.shape)).copy_(scores)
-                local.own_scores(scores, raw, prints[first])
-                state.update(scores, local, first)
-            out.put(start, stop, low, high, state, local.score)
-            if on_pairs_done is not None:
-                on_pairs_done(high - low)
+                prints = fingerprint(raw)
+                documents = prepare_rows(raw, options.similarity)
+                for prepared, local, state in blocks:
+                    scores = pairwise(prepared, documents, options.similarity)
+                    if scores.dtype != dtype:  # half precision: widened into reused space
+                        scores = scratch.take("scores", tuple(scores.shape)).copy_(scores)
+                    local.own_scores(scores, raw, prints)
+                    state.update(scores, local, first)
+                progress.to(group_pairs * last // total)
+            for (start, stop), (_, local, state) in zip(group, blocks, strict=True):
+                out.put(start, stop, int(bounds[0, start]), int(bounds[1, stop - 1]), state,
+                        local.score)
+            progress.finish_group()
     return out.result(queries)
+
+
+def _groups(bounds: torch.Tensor, query_block: int, row_bytes: int, budget: int
+            ) -> Iterator[list[tuple[int, int]]]:
+    """Query blocks [start, stop), in groups whose query rows and relevant documents take
+    at most ``budget`` bytes (at least one block per group)."""
+    count = bounds.shape[1]
+    group: list[tuple[int, int]] = []
+    used = 0
+    for start in range(0, count, query_block):
+        stop = min(start + query_block, count)
+        size = (stop - start + int(bounds[1, stop - 1] - bounds[0, start])) * row_bytes
+        if group and used + size > budget:
+            yield group
+            group, used = [], 0
+        group.append((start, stop))
+        used += size
+    if group:
+        yield group
+
+
+class _Progress:
+    """Reports the pairs done, a share of each group's pairs per corpus block."""
+
+    def __init__(self, on_pairs_done: Callable[[int], None] | None) -> None:
+        self.on_pairs_done, self.reported = on_pairs_done, 0
+
+    def to(self, done: int) -> None:
+        if self.on_pairs_done is not None and done > self.reported:
+            self.on_pairs_done(done - self.reported)
+        self.reported = max(self.reported, done)
+
+    def finish_group(self) -> None:
+        self.reported = 0
 
 
 @dataclass
@@ -156,15 +202,16 @@ class QueryBlock:
 class _QueryState:
     """Running per-query state of one block of queries."""
 
-    def __init__(self, rows: int, pairs: int, scale: float, top_k: int, dtype: torch.dtype,
-                 device: torch.device) -> None:
+    def __init__(self, rows: int, pairs: int, scale: float, top_k: int,
+                 scratch: Scratch) -> None:
+        dtype, device = scratch.like.dtype, scratch.like.device
         self.scale = scale
         self.at_or_above = torch.zeros(pairs, dtype=torch.int64, device=device)
         self.maximum = torch.full((rows,), -math.inf, dtype=dtype, device=device)
         self.best_row = torch.full((rows,), -1, dtype=torch.int64, device=device)
         self.sums = torch.zeros(rows, dtype=dtype, device=device)
         self.top = TopK(top_k, self.sums) if top_k else None
-        self.scratch = Scratch(self.sums)
+        self.scratch = scratch
 
     def update(self, scores: torch.Tensor, pairs: QueryBlock, first: int) -> None:
         """Fold a block of scores (queries × documents [first, first + C))."""
@@ -195,7 +242,9 @@ class _QueryState:
         the pairs whose query's block maximum reaches the document's score are compared."""
         reached = torch.nonzero(block_max[pairs.pair_query] >= pairs.score).squeeze(1)
         if reached.numel():
-            rows = scores[pairs.pair_query[reached]]
+            which = pairs.pair_query[reached]
+            rows = torch.index_select(scores, 0, which, out=self.scratch.take(
+                "reached", (len(which), scores.shape[1])))
             # Comparing into floats and summing them is several times faster than bools.
             compared = torch.ge(rows, pairs.score[reached, None].to(rows.dtype),
                                 out=self.scratch.take("compared", tuple(rows.shape)))

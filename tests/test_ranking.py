@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from infonce_cli.engine import EngineOptions
 from infonce_cli.ranking import Judged, relevant_positions
@@ -168,3 +169,31 @@ def test_top_documents_from_the_same_pass_match_a_float64_argsort(supcon):
     want = np.argsort(-reference, axis=1, kind="stable")[:, :20]
     np.testing.assert_array_equal(rows, want)
     np.testing.assert_allclose(scores, np.take_along_axis(reference, want, axis=1), atol=1e-6)
+
+
+def test_groups_of_queries_that_fit_the_budget_change_nothing():
+    """With a budget too small for every query's rows at once, the queries are scanned in
+    groups (the corpus read once per group): the same positions, losses and top lists,
+    and the progress still counts every pair once."""
+    from infonce_cli.corpus_scan import _groups
+
+    rng = np.random.default_rng(4)
+    query = rng.normal(size=(300, 8)).astype(np.float32)
+    corpus = rng.normal(size=(2000, 8)).astype(np.float32)
+    docs = rng.choice(2000, size=600, replace=False)
+    owner = np.sort(rng.integers(0, 300, size=600))
+    order = np.lexsort((docs, owner))
+    judged = Judged(owner[order], docs[order], rng.integers(1, 3, size=600))
+    small, large = EngineOptions(max_memory=2**14), EngineOptions(max_memory=2**30)
+    rows = torch.arange(300)
+    bounds = torch.searchsorted(torch.from_numpy(judged.query_row),
+                                torch.stack([rows, rows + 1]))
+    assert len(list(_groups(bounds, 64, 8 * 4, small.max_memory // 2))) > 2
+    done = []
+    apart = relevant_positions(query, corpus, judged, small, on_rows_done=done.append,
+                               top_k=7)
+    whole = relevant_positions(query, corpus, judged, large, top_k=7)
+    assert sum(done) == len(judged.query_row)
+    np.testing.assert_array_equal(apart.position, whole.position)
+    np.testing.assert_allclose(apart.loss, whole.loss, rtol=1e-6)
+    np.testing.assert_array_equal(apart.top[1], whole.top[1])
