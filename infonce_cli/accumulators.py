@@ -231,11 +231,11 @@ class _ChunkSpace:
 
 
 class TopK:
-    """Each query's k best-scoring candidates so far, best first (−inf and −1 while it has
-    fewer). A block's entries above a query's k-th best so far are merged with its running
-    list by one small ``topk``; once the lists fill up those entries are few, so a block
-    costs little more than a comparison. An entry tying with the k-th best does not enter:
-    candidates come in index order, and the earlier one comes first."""
+    """Each query's k best-scoring candidates so far, best first, equal scores in index
+    order (−inf and −1 while it has fewer). A block's entries above a query's k-th best so
+    far are merged with its running list by one small stable sort; once the lists fill up
+    those entries are few, so a block costs little more than a comparison. Blocks come in
+    index order, so an entry tying with the k-th best comes after it and does not enter."""
 
     def __init__(self, k: int, like: torch.Tensor) -> None:
         self.k = k
@@ -248,8 +248,9 @@ class TopK:
         width = int(counts.max()) if counts.numel() else 0
         if width == 0:
             return
-        if width * 4 > scores.shape[1]:  # lists still filling: the block's own k best
-            values, columns = scores.topk(min(self.k, scores.shape[1]), dim=1)
+        if width * 4 > scores.shape[1]:  # lists still filling: the whole block, in order
+            values = scores
+            columns = torch.arange(scores.shape[1], device=scores.device).expand_as(scores)
         else:  # only the entries above the k-th best, packed to the left of each row
             row, column = torch.nonzero(above, as_tuple=True)
             place = torch.arange(len(row), device=row.device) - (counts.cumsum(0) - counts)[row]
@@ -258,8 +259,11 @@ class TopK:
             columns = torch.full_like(values, -1 - first_index, dtype=torch.int64)
             columns[row, place] = column
         merged = torch.cat([self.scores, values.to(self.scores.dtype)], dim=1)
-        self.scores, picked = merged.topk(self.k, dim=1)
-        self.index = torch.cat([self.index, columns + first_index], dim=1).gather(1, picked)
+        # A stable sort: equal scores keep their order, the running list's first.
+        ordered, picked = torch.sort(merged, dim=1, descending=True, stable=True)
+        self.scores, picked = ordered[:, :self.k], picked[:, :self.k]
+        index = torch.cat([self.index, columns + first_index], dim=1).gather(1, picked)
+        self.index = torch.where(torch.isfinite(self.scores), index, -1)
 
 
 class RunningState:

@@ -86,7 +86,8 @@ def scan_corpus(
     scratch = Scratch(out.log_sum_exp)  # work space reused by every block of the scan
     progress = _Progress(on_pairs_done)
     with torch.no_grad(), float_modes(options):
-        for group in _groups(bounds, plan.query_block, dim * 4, options.max_memory // 2):
+        row_bytes = dim * dtype.itemsize
+        for group in _groups(bounds, plan.query_block, row_bytes, options.max_memory // 2):
             blocks = []
             for start, stop in group:
                 prepared = prepare_rows(reader.raw(gather_rows(query, queries[start:stop]), 0,
@@ -161,7 +162,8 @@ class QueryBlock:
     documents: torch.Tensor
     prints: torch.Tensor
     score: torch.Tensor
-    sorted_prints: torch.Tensor
+    by_print: torch.Tensor
+    """The pairs in fingerprint order."""
 
     @classmethod
     def of(cls, pairs: QueryPairs, low: int, high: int, queries: torch.Tensor,
@@ -173,7 +175,7 @@ class QueryBlock:
         score = paired(prepared[pair_query], documents.unsqueeze(1), reader.similarity)[:, 0]
         prints = fingerprint(documents)
         return cls(pair_query, doc_row, pairs.positive[low:high], documents, prints,
-                   score.to(reduction_dtype(reader.dtype)), torch.sort(prints).values)
+                   score.to(reduction_dtype(reader.dtype)), torch.argsort(prints))
 
     def own_scores(self, scores: torch.Tensor, raw: torch.Tensor, prints: torch.Tensor) -> None:
         """Give each relevant document, and every bit-identical copy of it in this corpus
@@ -181,14 +183,18 @@ class QueryBlock:
         for bit)."""
         if not len(self.prints):
             return
-        found = torch.searchsorted(self.sorted_prints, prints).clamp_(max=len(self.prints) - 1)
-        hit = self.sorted_prints[found] == prints
-        if not bool(hit.any()):
+        # Join the block's fingerprints with the pairs' by sorting: for each column, the
+        # run of pairs with the same fingerprint.
+        ordered = self.prints[self.by_print]
+        low = torch.searchsorted(ordered, prints)
+        count = torch.searchsorted(ordered, prints, right=True) - low
+        if not bool(count.any()):
             return
-        columns = torch.nonzero(hit).squeeze(1)
-        pair, which = torch.nonzero(prints[columns][None, :] == self.prints[:, None],
-                                    as_tuple=True)
-        column = columns[which]
+        column = torch.arange(len(prints), device=prints.device).repeat_interleave(count)
+        start = low.repeat_interleave(count)
+        step = torch.arange(len(column), device=prints.device) - (
+            count.cumsum(0) - count).repeat_interleave(count)
+        pair = self.by_print[start + step]
         same = (raw[column] == self.documents[pair]).all(dim=-1)
         pair, column = pair[same], column[same]
         scores[self.pair_query[pair], column] = self.score[pair].to(scores.dtype)

@@ -54,7 +54,9 @@ class RelevantScores:
     num_candidates: Array  # (P,) int64
     positive: Array  # (P,) bool: relevance ≥ min_relevance
     scores: PerSampleScores
-    """The engine's per-pair results (ranks among the candidates left, hardest negatives)."""
+    """Per-pair results as the engine gives them (ranks among the candidates left, the
+    loss, hardest negatives) for the positive pairs; a relevant pair below the minimum
+    relevance has its rank and candidate count, and its query's loss terms otherwise."""
     top: tuple[Array, Array] | None = None
     """With ``top_k``: every query's best documents, (Q, k) scores and corpus rows, best
     first (equal scores by row)."""
@@ -123,6 +125,8 @@ def _pair_scores(scan: CorpusScan, judged: Judged, positive: Array, supcon: bool
         candidates = np.full(len(x), documents)
         starts, ends = _query_runs(judged.query_row)
         for begin, end in zip(starts, ends, strict=True):
+            if end - begin == 1:  # no other relevant document
+                continue
             members = np.arange(begin, end)
             others = members[positive[begin:end]]
             for i in members:
@@ -133,7 +137,8 @@ def _pair_scores(scan: CorpusScan, judged: Judged, positive: Array, supcon: bool
                                               np.logaddexp.reduce(x[rest] * scale))
                 rank[i] += int((x[rest] >= x[i]).sum())
                 best = rest[np.argmax(x[rest])]
-                if x[best] > hardest[i]:
+                # Equal scores: the lower corpus row, as the engine's first maximum.
+                if (x[best], -judged.doc_row[best]) > (hardest[i], -hardest_row[i]):
                     hardest[i], hardest_row[i] = x[best], judged.doc_row[best]
     loss = np.logaddexp(x * scale, log_sum_exp) - x * scale
     return PerSampleScores(
@@ -158,25 +163,25 @@ def _ordered(scores: Array, rows: Array) -> tuple[Array, Array]:
     return np.take_along_axis(scores, order, axis=1), np.take_along_axis(rows, order, axis=1)
 
 
-_RESCORED_QUERIES = 64
-
-
 def _rescored(query: Rows, corpus: Rows, scan: CorpusScan, options: EngineOptions,
               k: int) -> tuple[Array, Array]:
-    """The ``k`` best of each query's half-precision candidates, rescored in float32 (a
-    query's scores, a few queries at a time), best first."""
+    """The ``k`` best of each query's half-precision candidates, rescored in float32 on the
+    run's device (as many queries at a time as a quarter of the memory budget holds: their
+    candidates' rows and the row-wise products), best first."""
     assert scan.top_rows is not None
     rows = scan.top_rows.cpu().numpy()
-    similarity = options.similarity
+    similarity, device = options.similarity, options.device
+    kept, dim = rows.shape[1], int(query.shape[-1])
+    chunk = max(1, options.max_memory // 4 // (2 * 4 * kept * dim))
     best_scores = np.empty((len(rows), k))
     best_rows = np.empty((len(rows), k), dtype=np.int64)
-    for start in range(0, len(rows), _RESCORED_QUERIES):
-        block = rows[start:start + _RESCORED_QUERIES]
+    for start in range(0, len(rows), chunk):
+        block = rows[start:start + chunk]
         queries = prepare_rows(torch.from_numpy(gather_rows(query, scan.queries[
-            start:start + _RESCORED_QUERIES]).astype(np.float32)), similarity)
+            start:start + chunk]).astype(np.float32)).to(device), similarity)
         documents = torch.from_numpy(gather_rows(corpus, np.maximum(block, 0).ravel()).astype(
-            np.float32)).reshape(*block.shape, -1)
-        scores = paired(queries, documents, similarity).double().numpy()
+            np.float32)).to(device).reshape(*block.shape, dim)
+        scores = paired(queries, documents, similarity).double().cpu().numpy()
         scores[block < 0] = -np.inf
         ordered_scores, ordered_rows = _ordered(scores, block)
         best_scores[start:start + len(block)] = ordered_scores[:, :k]

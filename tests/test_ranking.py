@@ -137,7 +137,8 @@ def test_the_scan_per_query_gives_the_engines_results_per_pair(supcon, min_relev
 
     rng = np.random.default_rng(8)
     query, corpus, judged = _data(rng, True)
-    options = EngineOptions(temperatures=(0.1,))
+    # A budget small enough for many corpus blocks: rescaling across blocks is exercised.
+    options = EngineOptions(temperatures=(0.1,), max_memory=2**14)
     positive = judged.relevance >= min_relevance
     scanned = relevant_positions(query, corpus, judged, options, min_relevance, supcon).scores
     rows_query, rows_doc, shared, ids = _pairs_against_corpus(query, corpus, judged, positive,
@@ -151,6 +152,8 @@ def test_the_scan_per_query_gives_the_engines_results_per_pair(supcon, min_relev
                                rtol=1e-5)
     np.testing.assert_allclose(scanned.hardest_negative_score[keep],
                                engine.hardest_negative_score[keep].double(), rtol=1e-6)
+    np.testing.assert_array_equal(scanned.hardest_negative_index[keep],
+                                  engine.hardest_negative_index[keep])
 
 
 @pytest.mark.parametrize("supcon", [False, True])
@@ -197,3 +200,38 @@ def test_groups_of_queries_that_fit_the_budget_change_nothing():
     np.testing.assert_array_equal(apart.position, whole.position)
     np.testing.assert_allclose(apart.loss, whole.loss, rtol=1e-6)
     np.testing.assert_array_equal(apart.top[1], whole.top[1])
+
+
+@pytest.mark.parametrize("width", [7, 64, 300])
+def test_top_lists_break_ties_by_index_whatever_the_blocks(width):
+    """Scores tying across the k-th place: the list keeps the lowest indices, in order,
+    for every block width; rows with fewer than k finite scores are padded with -1."""
+    from infonce_cli.accumulators import TopK
+
+    rng = np.random.default_rng(2)
+    scores = torch.full((3, 300), 0.5)
+    scores[0, 5] = 0.9
+    scores[1] = torch.from_numpy(rng.permutation(300) / 300.0)
+    scores[2, 4:] = -math.inf
+    top = TopK(10, scores)
+    for first in range(0, 300, width):
+        top.update(scores[:, first:first + width], first)
+    assert top.index[0].tolist() == [5, 0, 1, 2, 3, 4, 6, 7, 8, 9]
+    assert top.index[1].tolist() == torch.argsort(-scores[1], stable=True)[:10].tolist()
+    assert top.index[2].tolist() == [0, 1, 2, 3] + [-1] * 6
+
+
+def test_duplicates_at_the_kth_place_keep_the_first_rows_in_bfloat16_too():
+    """300 bit-identical copies of a document: the top-10 list is the copies with the
+    lowest rows, in float32 and, rescored, in bfloat16, whatever the budget."""
+    rng = np.random.default_rng(6)
+    query = rng.normal(size=(2, 8)).astype(np.float32)
+    corpus = rng.normal(size=(1000, 8)).astype(np.float32)
+    corpus[100:400] = query[0]
+    judged = Judged(np.array([0]), np.array([7]), np.array([1]))
+    want = list(range(100, 110))
+    for dtype, budget in ((torch.float32, 2**30), (torch.bfloat16, 2**12),
+                          (torch.float32, 2**12)):
+        out = relevant_positions(query, corpus, judged,
+                                 EngineOptions(dtype=dtype, max_memory=budget), top_k=10)
+        assert out.top[1][0].tolist() == want, dtype
