@@ -245,19 +245,22 @@ class TopK:
     def update(self, scores: torch.Tensor, first_index: int) -> None:
         above = scores > self.scores[:, -1:].to(scores.dtype)
         counts = above.sum(dim=1)
+        if int(counts.max()) * 4 > scores.shape[1]:
+            # Lists still filling: only entries at or above the block's own k-th best can
+            # enter (ties with it included, so that the lowest indices can win).
+            kth = scores.topk(min(self.k, scores.shape[1]), dim=1).values[:, -1:]
+            above &= scores >= kth
+            counts = above.sum(dim=1)
         width = int(counts.max()) if counts.numel() else 0
         if width == 0:
             return
-        if width * 4 > scores.shape[1]:  # lists still filling: the whole block, in order
-            values = scores
-            columns = torch.arange(scores.shape[1], device=scores.device).expand_as(scores)
-        else:  # only the entries above the k-th best, packed to the left of each row
-            row, column = torch.nonzero(above, as_tuple=True)
-            place = torch.arange(len(row), device=row.device) - (counts.cumsum(0) - counts)[row]
-            values = scores.new_full((scores.shape[0], width), -math.inf)
-            values[row, place] = scores[row, column]
-            columns = torch.full_like(values, -1 - first_index, dtype=torch.int64)
-            columns[row, place] = column
+        # The entries that can enter, packed to the left of each row in column order.
+        row, column = torch.nonzero(above, as_tuple=True)
+        place = torch.arange(len(row), device=row.device) - (counts.cumsum(0) - counts)[row]
+        values = scores.new_full((scores.shape[0], width), -math.inf)
+        values[row, place] = scores[row, column]
+        columns = torch.full_like(values, -1 - first_index, dtype=torch.int64)
+        columns[row, place] = column
         merged = torch.cat([self.scores, values.to(self.scores.dtype)], dim=1)
         # A stable sort: equal scores keep their order, the running list's first.
         ordered, picked = torch.sort(merged, dim=1, descending=True, stable=True)
