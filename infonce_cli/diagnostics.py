@@ -36,6 +36,7 @@ from .errors import InputError, arg
 from .requests import HUBNESS_K
 from .results import Calibration, Diagnostics, Hubness, SidePair
 from .rows import Rows, gather_rows
+from .similarity import Similarity, prepare_rows
 
 Array = np.ndarray[Any, Any]
 
@@ -47,9 +48,9 @@ _COLUMN_BLOCK = 4096
 
 
 def unit_rows(rows: torch.Tensor) -> torch.Tensor:
-    """Rows divided by their L2 norms (rows of zeros must be refused before)."""
-    norms: torch.Tensor = torch.linalg.vector_norm(rows, dim=-1, keepdim=True)
-    return rows / norms
+    """Rows divided by their L2 norms, safely for tiny ones (``_check_rows`` refuses rows
+    of zeros first)."""
+    return prepare_rows(rows, Similarity.COSINE)
 
 
 def _read(source: Rows, start: int, stop: int, dtype: torch.dtype,
@@ -225,11 +226,19 @@ def hubness_universe(mode: NegativeMode, n: int, negatives: Rows | None
 
 
 def _check_rows(*sides: tuple[str, Rows]) -> None:
-    """Uniformity and anisotropy are over pairs of distinct rows: refuse fewer than two."""
+    """Uniformity and anisotropy are over pairs of distinct rows: refuse fewer than two; and
+    every row is normalised, whatever the similarity: refuse rows of zeros (which ``dot``
+    and ``l2`` scores allow)."""
     for name, rows in sides:
         if int(rows.shape[0]) < 2:
             raise InputError(f"{arg('diagnostics')} needs at least 2 {name}: uniformity and "
                              f"anisotropy compare distinct rows (got {int(rows.shape[0])})")
+        for start in range(0, int(rows.shape[0]), _ROW_BLOCK):
+            block = torch.as_tensor(np.asarray(rows[start:start + _ROW_BLOCK]))
+            zero = torch.nonzero((block != 0).sum(dim=-1) == 0).squeeze(1)
+            if zero.numel():
+                raise InputError(f"{arg('diagnostics')} normalises every row, and row "
+                                 f"{start + int(zero[0])} of the {name} is all zeros")
 
 
 def _work_dtype(options: EngineOptions) -> torch.dtype:

@@ -477,3 +477,24 @@ def test_hubness_k_needs_diagnostics(data):
     assert result.exit_code == 2
     assert result.stderr.strip() == ("error: --hubness-k sets the hubness of --diagnostics: "
                                      "add --diagnostics")
+
+
+def test_rows_of_zeros_are_refused_and_tiny_rows_normalised_exactly(rng, data):
+    """Every row is normalised: a row of zeros (which dot scores allow) is one line, and a
+    row of 1e-30s (whose squares underflow in float32) is the unit vector it points to."""
+    query = rng.normal(size=(20, 8)).astype(np.float32)
+    positive = query + 0.1
+    query[3] = 1e-30 * query[3]
+    tiny = infonce_cli.score(query, positive, diagnostics=True)
+    assert tiny.diagnostics.uniformity.query == pytest.approx(uniformity_reference(query),
+                                                              rel=1e-6)
+    assert tiny.diagnostics.effective_rank.query == pytest.approx(
+        effective_rank_reference(query), rel=1e-6)
+    query[3] = 0
+    np.save("zero.npy", query)
+    np.save("zero_pos.npy", positive)
+    result = run_cli("score", "--query", "zero.npy", "--pos", "zero_pos.npy", "--similarity",
+                     "dot", "--temperature", "1", "--diagnostics")
+    assert result.exit_code == 1
+    assert result.stderr == ("error: --diagnostics normalises every row, and row 3 of the "
+                             "queries is all zeros\n")
