@@ -46,8 +46,8 @@ class CorpusScan:
     """Per scanned query (``queries``, sorted rows): over its negatives (every document
     but its positives), the log Σ exp(x/τ), the largest score and its corpus row (−inf and
     −1 when it has none); per pair, its score and the negatives scoring at or above the
-    document; with
-    ``top_k``, the best documents (scores, corpus rows; −inf and −1 past the corpus)."""
+    document; with ``top_k``, the best documents (scores, corpus rows; −inf and −1 past
+    the corpus)."""
 
     queries: Array
     log_sum_exp: torch.Tensor  # (Q,)
@@ -77,7 +77,7 @@ def scan_corpus(
     total, dim = int(corpus.shape[0]), int(query.shape[-1])
     plan = plan_blocks(len(queries), dim, NegativeMode.SHARED, 0, device.type,
                        options.max_memory, None)
-    candidate_block = max(plan.candidate_block, top_k)
+    candidate_block = plan.candidate_block
     scale = 1.0 / options.temperatures[0]
     queries_t = torch.from_numpy(np.asarray(queries, dtype=np.int64)).to(device)
     # Where each scanned query's pairs start and end (pairs are sorted by query).
@@ -154,16 +154,16 @@ class _Progress:
 @dataclass
 class QueryBlock:
     """The pairs of a block of queries: each pair's query as a block row, its document (raw,
-    in the compute dtype) with the document's fingerprint, and the pair's own score."""
+    in the compute dtype), the pair's own score, and the pairs sorted by their documents'
+    fingerprints (to find the documents' copies in a corpus block)."""
 
     pair_query: torch.Tensor
     doc_row: torch.Tensor
     positive: torch.Tensor
     documents: torch.Tensor
-    prints: torch.Tensor
     score: torch.Tensor
     by_print: torch.Tensor
-    """The pairs in fingerprint order."""
+    sorted_prints: torch.Tensor
 
     @classmethod
     def of(cls, pairs: QueryPairs, low: int, high: int, queries: torch.Tensor,
@@ -174,20 +174,20 @@ class QueryBlock:
         documents = reader.raw(gather_rows(corpus, doc_row.cpu().numpy()), 0, high - low)
         score = paired(prepared[pair_query], documents.unsqueeze(1), reader.similarity)[:, 0]
         prints = fingerprint(documents)
-        return cls(pair_query, doc_row, pairs.positive[low:high], documents, prints,
-                   score.to(reduction_dtype(reader.dtype)), torch.argsort(prints))
+        by_print = torch.argsort(prints)
+        return cls(pair_query, doc_row, pairs.positive[low:high], documents,
+                   score.to(reduction_dtype(reader.dtype)), by_print, prints[by_print])
 
     def own_scores(self, scores: torch.Tensor, raw: torch.Tensor, prints: torch.Tensor) -> None:
         """Give each relevant document, and every bit-identical copy of it in this corpus
         block, its pair's own score (copies are found by fingerprint, then checked bit
         for bit)."""
-        if not len(self.prints):
+        if not len(self.sorted_prints):
             return
         # Join the block's fingerprints with the pairs' by sorting: for each column, the
         # run of pairs with the same fingerprint.
-        ordered = self.prints[self.by_print]
-        low = torch.searchsorted(ordered, prints)
-        count = torch.searchsorted(ordered, prints, right=True) - low
+        low = torch.searchsorted(self.sorted_prints, prints)
+        count = torch.searchsorted(self.sorted_prints, prints, right=True) - low
         if not bool(count.any()):
             return
         column = torch.arange(len(prints), device=prints.device).repeat_interleave(count)

@@ -98,10 +98,12 @@ def relevant_positions(
     score = scores.positive_score.double().numpy()
     position = scores.rank.numpy() + _rank_corrections(judged, positive, score, supcon)
     loss = scores.loss[:, 0].double().numpy()
+    top = None
+    if top_k:
+        top = _rescored(query, corpus, scan, options, top_k) if half else _best_first(scan)
     return RelevantScores(position=position, score=score, loss=np.where(positive, loss, np.nan),
                           num_candidates=scores.num_candidates.numpy(), positive=positive,
-                          scores=scores, top=None if not top_k else _best_first(scan) if not half
-                          else _rescored(query, corpus, scan, options, top_k))
+                          scores=scores, top=top)
 
 
 def _pair_scores(scan: CorpusScan, judged: Judged, positive: Array, supcon: bool,
