@@ -1,4 +1,6 @@
-"""Renderers: rich tables, JSON, CSV, JSONL and Parquet. The only module that imports rich.
+"""Renderers: rich tables, JSON, CSV, JSONL and Parquet. The only module that imports rich,
+and only where a table, a note or a progress bar is drawn (JSON in a pipeline starts
+without it).
 
 Data goes to stdout (or a file); tables of results go to stdout too when a
 person is reading; notes, warnings and progress go to stderr.
@@ -16,17 +18,6 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
-from rich.console import Console, Group
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
-from rich.text import Text
 
 from .errors import Note, UsageError, arg
 from .results import (
@@ -41,8 +32,21 @@ from .results import (
 
 if TYPE_CHECKING:
     import pyarrow as pa
+    from rich.console import Console, Group
+    from rich.progress import Progress
+    from rich.table import Table
 
-stderr_console = Console(stderr=True, highlight=False)
+stderr_console: Console | None = None
+"""The console on stderr, made on first use."""
+
+
+def _stderr() -> Console:
+    global stderr_console
+    if stderr_console is None:
+        from rich.console import Console
+
+        stderr_console = Console(stderr=True, highlight=False)
+    return stderr_console
 
 
 def to_json(data: Mapping[str, Any]) -> str:
@@ -89,6 +93,8 @@ def to_csv(rows: list[Mapping[str, Any]]) -> str:
 
 def print_table(renderable: Any, file: IO[str] | None = None, width: int | None = None) -> None:
     """Print a rich renderable to a text stream (stdout by default)."""
+    from rich.console import Console
+
     console = Console(file=file or sys.stdout, width=width, highlight=False)
     console.print(renderable)
 
@@ -99,6 +105,8 @@ def _fmt(value: float | None, digits: int = 4) -> str:
 
 def score_table(result: ScoreResult) -> Table:
     """The aggregate of a score run as a two-column table."""
+    from rich.table import Table
+
     run = result.run
     title = (f"{run.n} pairs · {_mode(run)} · {run.similarity} · "
              f"τ = {result.temperature:g}{' (fitted)' if result.temperature_fitted else ''}")
@@ -163,6 +171,10 @@ def _per_query_rows(result: ScoreResult) -> list[tuple[str, str]]:
 def score_report(result: ScoreResult, pictures: bool = False) -> Group:
     """The aggregate table, followed by the worst samples and the diagnostics when asked
     for, and with ``pictures`` text histograms of the losses and ranks."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
     parts: list[Any] = [score_table(result)]
     if pictures and result.per_sample is not None:
         from .figures import loss_histogram, rank_distribution
@@ -189,6 +201,8 @@ def score_report(result: ScoreResult, pictures: bool = False) -> Group:
 
 def diagnostics_table(diagnostics: Diagnostics) -> Table:
     """The geometry of each side and the calibration of the softmax, one line each."""
+    from rich.table import Table
+
     table = Table(title="diagnostics (unit rows)", title_justify="left")
     for name in ("", "query", diagnostics.uniformity.pos_name, "reads"):
         table.add_column(name, justify="left" if name in ("", "reads") else "right")
@@ -217,7 +231,7 @@ def print_notes(notes: tuple[str, ...] | list[str]) -> None:
     """Notes about a result, on stderr, naming arguments by their flags."""
     for note in notes:
         text = note.for_command_line() if isinstance(note, Note) else note
-        stderr_console.print(f"note: {text}", markup=False, soft_wrap=True)
+        _stderr().print(f"note: {text}", markup=False, soft_wrap=True)
 
 
 # ---------------------------------------------------------------- per-sample tables
@@ -262,6 +276,8 @@ PER_SAMPLE_WRITERS = {".parquet": write_parquet, ".csv": write_csv, ".jsonl": wr
 
 def inspect_table(info: Mapping[str, Any]) -> Table:
     """One file's description from ``io.describe_file`` as a table."""
+    from rich.table import Table
+
     title = str(info["file"])
     if "row_groups" in info:
         groups = info["row_groups"]
@@ -316,10 +332,19 @@ class _Progress:
         if not self.enabled:
             return
         if self.bar is None and time.monotonic() - self.started > self.DELAY:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
             self.bar = Progress(
                 TextColumn("scoring"), BarColumn(), MofNCompleteColumn(),
                 TextColumn("rows"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                console=stderr_console, transient=True,
+                console=_stderr(), transient=True,
             )
             self.bar.start()
             self.task = self.bar.add_task("scoring", total=self.total, completed=self.done)
@@ -341,6 +366,8 @@ def progress(total: int, enabled: bool) -> _Progress:
 
 def sweep_table(result: SweepResult) -> Table:
     """The loss at each grid temperature, the best grid row in bold."""
+    from rich.table import Table
+
     run = result.run
     table = Table(title=f"{run.n} pairs · {_mode(run)} · {run.similarity} · "
                         f"{len(result.rows)} temperatures", title_justify="left")
@@ -402,6 +429,9 @@ def sweep_text_plot(result: SweepResult, width: int = 64, height: int = 14) -> s
 
 def sweep_report(result: SweepResult) -> Group:
     """The table, the optimum line and the text plot, as one renderable."""
+    from rich.console import Group
+    from rich.text import Text
+
     return Group(sweep_table(result), Text(sweep_summary(result)), Text(""),
                  Text(sweep_text_plot(result)))
 
@@ -416,6 +446,8 @@ def sweep_csv(result: SweepResult) -> str:
 
 def compare_table(result: CompareResult) -> Table:
     """A, B and B − A per metric, with the 95% interval and p-value of the difference."""
+    from rich.table import Table
+
     table = Table(title=f"{result.n} pairs · B − A with paired-bootstrap 95% intervals "
                         f"({result.resamples} resamples)", title_justify="left")
     for name in ("metric", "A", "B", "B − A", "95% interval", "p"):
@@ -480,6 +512,8 @@ def compare_output(result: CompareResult | ModelComparison, file_format: str) ->
 def model_comparison_table(result: ModelComparison) -> Table:
     """Per metric and model: its value, the difference from the baseline with its 95%
     interval, and the p-value adjusted over the models."""
+    from rich.table import Table
+
     baseline = result.names[0]
     table = Table(title=f"{result.queries} queries · each model − {baseline} with "
                         f"paired-bootstrap 95% intervals · p adjusted ({result.correction})",
@@ -502,6 +536,8 @@ def model_comparison_table(result: ModelComparison) -> Table:
 
 def inspect_output(described: list[dict[str, Any]], file_format: str) -> Any:
     """Descriptions of files as tables, JSON or CSV (one line per array)."""
+    from rich.console import Group
+
     if file_format == "table":
         return Group(*(inspect_table(info) for info in described))
     if file_format == "csv":
@@ -583,7 +619,7 @@ def check_per_sample_target(target: str | None, distributed: bool,
 
 def print_waiting(message: str) -> None:
     """A note that the run waits for an input (a pipe nobody writes to yet)."""
-    stderr_console.print(f"note: {message}", markup=False, soft_wrap=True)
+    _stderr().print(f"note: {message}", markup=False, soft_wrap=True)
 
 
 # ---------------------------------------------------------------- retrieval
@@ -595,6 +631,9 @@ _RANKED = (("nDCG", "ndcg_at"), ("recall", "recall_at"), ("precision", "precisio
 
 def retrieval_table(result: RetrievalResult) -> Group:
     """The metrics at each cut-off (a row per metric), then the rest of the result."""
+    from rich.console import Group
+    from rich.table import Table
+
     run, metrics = result.run, result.metrics
     title = (f"{metrics.queries} queries · {result.corpus} documents · {run.similarity} · "
              f"τ = {result.temperature:g}{' (fitted)' if result.temperature_fitted else ''}")
