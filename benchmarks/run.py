@@ -1,14 +1,19 @@
 """Side-by-side benchmarks: infonce against info-nce-pytorch, pytorch-metric-learning and a
 plain torch floor, each in its own process on the same files, in one run.
 
-    python benchmarks/run.py                 # every suite
-    python benchmarks/run.py sweep scale     # chosen suites
+    python benchmarks/run.py                 # every suite: the figures of the README
+    python benchmarks/run.py sweep startup   # chosen suites
+    python benchmarks/run.py --repeat 5      # rounds per comparison (default 3)
     python benchmarks/run.py --list
 
-Prints a Markdown table per suite: wall time of the whole process (start-up, loading and
-compute), peak RSS (the kernel's figure for the process, which counts the mapped file
-pages it touched) and our ratio to each peer. Data is generated under benchmarks/data/
-(seeded) and reused. Needs the test extras (pip install -e '.[test]').
+Prints the date, the machine (CPU model, cores, memory) and the code revision, then a
+Markdown table per suite: for each run the median wall time of the whole process (start-up,
+loading and compute) over the rounds and their spread, peak RSS (the kernel's figure for the
+process, which counts the mapped file pages it touched), and our ratios to the peers and to
+our own baselines, each with its range over the rounds. The runs compared with each other go
+round-robin, one round after another, so that the machine's drift spreads over all of them.
+Data is generated under benchmarks/data/ (seeded) and reused. Needs the test extras
+(pip install -e '.[test]').
 """
 
 from __future__ import annotations
@@ -16,13 +21,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,29 +40,45 @@ DATA = HERE / "data"
 PEER_MEMORY_LIMIT = 20 * 2**30
 """Address-space cap for peers, so one that asks for terabytes fails instead of swapping."""
 GRID = 64
+ROUNDS = 3
+"""Rounds of each comparison (``--repeat``)."""
 
 
 @dataclass
 class Measurement:
     name: str
-    wall: float
-    peak_rss: int  # bytes
+    wall: float  # seconds: the median over the rounds
+    peak_rss: int  # bytes, the largest over the rounds
     ok: bool
     loss: float | None = None
     note: str = ""
     baseline: str | None = None
     """Another of our runs this one is compared with (sweep / score, bfloat16 / float32)."""
     gpu_peak: int | None = None  # bytes the CUDA allocator reserved at its peak
-    output: dict[str, Any] | None = None  # the JSON the process printed
+    output: dict[str, Any] | None = None  # the JSON the process printed (first round)
+    walls: list[float] = field(default_factory=list)  # every round's, in round order
+
+
+@dataclass(frozen=True)
+class Job:
+    """One command to measure, by the name the tables print."""
+
+    name: str
+    command: list[str]
+    limit: int | None = None
+    baseline: str | None = None
 
 
 def measure(name: str, command: list[str], limit: int | None = None) -> Measurement:
-    """Run a Python command line (``-m module …`` or ``script.py …``) in its own process:
-    wall time, and the peak RSS that process records itself (see peak.py)."""
+    """Run a Python command line (``-m module …`` or ``script.py …``) once, in its own
+    process: wall time, the peak RSS that process records itself (see peak.py), and the
+    share of the CPUs other processes used meanwhile when it is large enough to matter."""
     def cap() -> None:
         if limit is not None:
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    busy = _busy_seconds()
     with tempfile.TemporaryDirectory() as scratch:
         record = Path(scratch) / "peak"
         full = [sys.executable, str(HERE / "peak.py"), str(record), *command]
@@ -63,15 +86,45 @@ def measure(name: str, command: list[str], limit: int | None = None) -> Measurem
         result = subprocess.run(full, capture_output=True, text=True, preexec_fn=cap)
         wall = time.perf_counter() - started
         peaks = [int(v) for v in record.read_text().split()] if record.exists() else [0]
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    own = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    others = max(0.0, _busy_seconds() - busy - own) / (wall * (os.cpu_count() or 1))
     output = _json_from(result.stdout) if result.returncode == 0 else None
     lines = result.stderr.strip().splitlines() or [f"exit {result.returncode}"]
     note = "" if result.returncode == 0 else lines[-1][:90]
     gpu_peak = peaks[1] if len(peaks) > 1 else None
     if gpu_peak is not None and not note:
         note = f"GPU peak {gpu_peak / 2**30:.2f} GiB"
+    if others >= 0.05:
+        note = "; ".join(filter(None, [note, f"others used {others:.0%} of the CPUs"]))
     return Measurement(name, wall, peaks[0], result.returncode == 0,
                        _loss_from(output) if output else None, note, gpu_peak=gpu_peak,
-                       output=output)
+                       output=output, walls=[wall])
+
+
+def alternate(jobs: list[Job], rounds: int | None = None) -> list[Measurement]:
+    """Every job once per round, round-robin, for ``rounds`` rounds (``--repeat`` by
+    default): each job's median wall time, with every round's kept for the spread."""
+    runs: dict[str, list[Measurement]] = {job.name: [] for job in jobs}
+    for _ in range(rounds or ROUNDS):
+        for job in jobs:
+            runs[job.name].append(measure(job.name, job.command, job.limit))
+    return [_combined(job, runs[job.name]) for job in jobs]
+
+
+def _combined(job: Job, runs: list[Measurement]) -> Measurement:
+    walls = [run.wall for run in runs]
+    notes = list(dict.fromkeys(run.note for run in runs if run.note))
+    first = next((run for run in runs if run.ok), runs[0])
+    return replace(first, wall=statistics.median(walls), walls=walls,
+                   peak_rss=max(run.peak_rss for run in runs), ok=all(run.ok for run in runs),
+                   note="; ".join(notes), baseline=job.baseline)
+
+
+def once(name: str, command: list[str], limit: int | None = None,
+         baseline: str | None = None) -> Measurement:
+    """A run measured a single time (long runs the suites do not repeat)."""
+    return replace(measure(name, command, limit), baseline=baseline)
 
 
 def _json_from(stdout: str) -> dict[str, Any] | None:
@@ -153,25 +206,94 @@ def peer(tool: str, mode: str, temperatures: str, *paths: Path) -> list[str]:
 # ---------------------------------------------------------------- suites
 
 
+SWEEP_NOISE = {"below the grid": 3.0, "inside the grid": 20.0, "above the grid": 1500.0}
+"""Positives = queries + this much noise put the optimum τ below 0.01 (0.0077), inside the
+default grid (0.051) and above 1 (1.9)."""
+
+
 def suite_sweep() -> list[Measurement]:
-    """Issue: a 64-temperature sweep against one score, and the naive loop of the peer."""
-    q, p = pairs(16384, 384, 3.0)
+    """Issue: the default sweep (64 τ from 0.01 to 1, optimum fitted) against one score as
+    users run them, in-batch N = 16,384, d = 384, with the optimum below, inside and above
+    the grid; the bare products and exps of such a sweep; the peer's loop."""
+    results = []
+    for where, noise in SWEEP_NOISE.items():
+        q, p = pairs(16384, 384, noise)
+        tag = f"optimum {where}"
+        results += alternate([
+            Job(f"{tag} · infonce score", ours("score", "-q", q, "-p", p)),
+            Job(f"{tag} · infonce sweep-temperature --steps {GRID}",
+                ours("sweep-temperature", "-q", q, "-p", p, "--steps", str(GRID)),
+                baseline=f"{tag} · infonce score"),
+        ])
+    q, p = pairs(16384, 384, SWEEP_NOISE["below the grid"])
     grid = np.geomspace(0.01, 1.0, GRID)
     timed = ",".join(f"{t:.6g}" for t in grid[::8])  # 8 of the 64, scaled up below
-    results = [
-        measure("infonce score (τ = 0.05)", ours("score", "-q", q, "-p", p)),
-        replace(measure(f"infonce sweep-temperature ({GRID} τ + optimum)",
-                        ours("sweep-temperature", "-q", q, "-p", p, "--steps", str(GRID))),
-                baseline="infonce score (τ = 0.05)"),
-        measure("info-nce-pytorch (τ = 0.05)", peer("info-nce-pytorch", "in-batch", "0.05", q, p),
-                PEER_MEMORY_LIMIT),
-    ]
-    loop = measure("info-nce-pytorch loop", peer("info-nce-pytorch", "in-batch", timed, q, p),
-                   PEER_MEMORY_LIMIT)
+    results.append(once(f"bare products + {GRID} exps per score (torch, preloaded)",
+                        [str(HERE / "workers.py"), "sweep-floor", str(GRID), str(q), str(p)]))
+    results += alternate([Job("info-nce-pytorch (τ = 0.05)",
+                              peer("info-nce-pytorch", "in-batch", "0.05", q, p),
+                              PEER_MEMORY_LIMIT)])
+    loop = once("info-nce-pytorch loop", peer("info-nce-pytorch", "in-batch", timed, q, p),
+                PEER_MEMORY_LIMIT)
     loop.name = f"info-nce-pytorch loop, {GRID} τ (8 timed, ×8)"
     loop.wall *= GRID / 8
+    loop.walls = [loop.wall]
     results.append(loop)
+    files = real_files()
+    for mode, negatives in (("in-batch", None), ("shared", "shared"), ("paired", "paired")):
+        if files is None:
+            break
+        extra: list[str | Path] = [] if negatives is None else ["--neg", files[negatives]]
+        args = ["-q", files["query"], "-p", files["positive"], *extra]
+        tag = f"debian-minilm {mode}"
+        results += alternate([
+            Job(f"{tag} · infonce score", ours("score", *args)),
+            Job(f"{tag} · infonce sweep-temperature --steps {GRID}",
+                ours("sweep-temperature", *args, "--steps", str(GRID)),
+                baseline=f"{tag} · infonce score"),
+        ])
     return results
+
+
+def sweep_summary(results: list[Measurement]) -> list[str]:
+    """Each sweep against its score (target ≤ 2×, ≤ 2.5× on the real data), where the
+    optimum fell and the passes it took after the grid; the floor of the exps."""
+    named = {run.name: run for run in results}
+    lines = []
+    for run in results:
+        base = named.get(run.baseline or "")
+        if not (base and run.ok and base.ok and run.output):
+            continue
+        target = 2.5 if run.name.startswith("debian") else 2.0
+        ratio = run.wall / base.wall
+        optimum = run.output.get("optimum") or {}
+        passes = optimum.get("passes")
+        where = (f"optimum τ = {optimum['temperature']:.4g}, {passes} "
+                 f"pass{'' if passes == 1 else 'es'} after the grid"
+                 if optimum.get("temperature") else "no finite optimum")
+        lines.append(f"- {run.name.split(' · ')[0]}: sweep / score {ratio:.2f}× "
+                     f"{_round_ratios(run, base)} (target ≤ {target:g}×: "
+                     f"{'met' if ratio <= target else 'NOT met'}); {where}")
+    floor = next((r for r in results if r.name.startswith("bare products")), None)
+    score = named.get("optimum below the grid · infonce score")
+    if floor and floor.ok and floor.output and score and score.ok and score.output:
+        data = floor.output
+        lines.append(f"- the bare work of a {GRID}-τ sweep on preloaded tensors: products "
+                     f"{data['products_seconds']:.2f} s, one temperature's exps "
+                     f"{data['exp_seconds'] / GRID:.3f} s, all {GRID}: "
+                     f"{data['exp_seconds']:.2f} s; our whole score process takes "
+                     f"{score.wall:.2f} s, so a sweep cannot take less than "
+                     f"{(score.wall + data['exp_seconds'] * (GRID - 1) / GRID) / score.wall:.2f}× "
+                     "one score here without fewer exps")
+    return lines
+
+
+def _round_ratios(run: Measurement, base: Measurement) -> str:
+    """The ratio's range over the rounds, each round's run against the same round's base."""
+    if len(run.walls) < 2 or len(run.walls) != len(base.walls):
+        return ""
+    ratios = [a / b for a, b in zip(run.walls, base.walls, strict=True)]
+    return f"({min(ratios):.2f}–{max(ratios):.2f}× over {len(ratios)} rounds)"
 
 
 def suite_scale() -> list[Measurement]:
@@ -180,72 +302,84 @@ def suite_scale() -> list[Measurement]:
     for n, d in ((16384, 384), (32768, 768)):
         q, p = pairs(n, d, 3.0)
         tag = f"in-batch N={n} d={d}"
-        results += [
-            measure(f"{tag} · infonce", ours("score", "-q", q, "-p", p)),
-            measure(f"{tag} · info-nce-pytorch",
-                    peer("info-nce-pytorch", "in-batch", "0.05", q, p), PEER_MEMORY_LIMIT),
-            measure(f"{tag} · torch floor", peer("torch-floor", "in-batch", "0.05", q, p)),
+        jobs = [
+            Job(f"{tag} · infonce", ours("score", "-q", q, "-p", p)),
+            Job(f"{tag} · info-nce-pytorch", peer("info-nce-pytorch", "in-batch", "0.05", q, p),
+                PEER_MEMORY_LIMIT),
+            Job(f"{tag} · torch floor", peer("torch-floor", "in-batch", "0.05", q, p)),
         ]
-    q, p = pairs(32768, 768, 3.0)
-    results.append(replace(measure("in-batch N=32768 d=768 · infonce bfloat16",
-                                   ours("score", "-q", q, "-p", p, "--dtype", "bfloat16")),
-                           baseline="in-batch N=32768 d=768 · infonce"))
-    q, p = pairs(16384, 384, 3.0)
-    table = as_parquet(q, p)
-    results.append(replace(measure("in-batch N=16384 d=384 · infonce from Parquet",
-                                   ours("score", "-q", table, "--query-col", "query", "-p",
-                                        table, "--pos-col", "positive")),
-                           baseline="in-batch N=16384 d=384 · infonce"))
+        if n == 32768:
+            jobs.append(Job(f"{tag} · infonce bfloat16",
+                            ours("score", "-q", q, "-p", p, "--dtype", "bfloat16"),
+                            baseline=f"{tag} · infonce"))
+        else:
+            table = as_parquet(q, p)
+            jobs.append(Job(f"{tag} · infonce from Parquet",
+                            ours("score", "-q", table, "--query-col", "query", "-p", table,
+                                 "--pos-col", "positive"),
+                            baseline=f"{tag} · infonce"))
+        results += alternate(jobs)
     n, m, d = 65536, 15, 384
     q, p = pairs(n, d, 10.0)
     neg = paired_negatives(n, m, d)
     tag = f"paired N={n} M={m} d={d}"
-    results += [
-        measure(f"{tag} · infonce", ours("score", "-q", q, "-p", p, "--neg", neg)),
-        measure(f"{tag} · info-nce-pytorch",
-                peer("info-nce-pytorch", "paired", "0.05", q, p, neg), PEER_MEMORY_LIMIT),
-        measure(f"{tag} · pytorch-metric-learning",
-                peer("pytorch-metric-learning", "paired", "0.05", q, p, neg), PEER_MEMORY_LIMIT),
-        measure(f"{tag} · torch floor", peer("torch-floor", "paired", "0.05", q, p, neg)),
-    ]
+    results += alternate([
+        Job(f"{tag} · infonce", ours("score", "-q", q, "-p", p, "--neg", neg)),
+        Job(f"{tag} · info-nce-pytorch", peer("info-nce-pytorch", "paired", "0.05", q, p, neg),
+            PEER_MEMORY_LIMIT),
+        Job(f"{tag} · torch floor", peer("torch-floor", "paired", "0.05", q, p, neg)),
+    ])
+    results.append(once(f"{tag} · pytorch-metric-learning",
+                        peer("pytorch-metric-learning", "paired", "0.05", q, p, neg),
+                        PEER_MEMORY_LIMIT))
     return results
 
 
 def suite_growth() -> list[Measurement]:
     """Issue: in-batch time from N = 8k to 64k at d = 768 (should follow N²·d)."""
-    results = []
-    for n in (8192, 16384, 32768, 65536):
-        q, p = pairs(n, 768, 3.0)
-        results.append(measure(f"in-batch N={n} d=768 · infonce", ours("score", "-q", q, "-p", p)))
-    return results
+    jobs = [Job(f"in-batch N={n} d=768 · infonce", ours("score", "-q", q, "-p", p))
+            for n in (8192, 16384, 32768, 65536) for q, p in [pairs(n, 768, 3.0)]]
+    return alternate(jobs)
+
+
+STARTUP_ROUNDS = 7
 
 
 def suite_startup() -> list[Measurement]:
-    sample = HERE.parent / "sample_data"
-    return [
-        measure("infonce --help", ["-m", "infonce_cli", "--help"]),
-        measure("infonce score on sample_data (paired)",
-                ours("score", "-q", sample / "queries.npy", "-p", sample / "positives.npy",
-                     "--neg", sample / "hard_negatives.npy")),
-    ]
+    """Issue: `infonce --help`, and `infonce score` on 2,000 pairs against a bare script
+    (import torch, load the files, info-nce-pytorch), alternating, seven rounds."""
+    files = real_files()
+    if files is None:
+        return []
+    q, p = files["query"], files["positive"]
+    return alternate([
+        Job("infonce --help", ["-m", "infonce_cli", "--help"]),
+        Job("infonce score, 2,000 pairs", ours("score", "-q", q, "-p", p)),
+        Job("bare script: torch + info-nce-pytorch, 2,000 pairs",
+            peer("info-nce-pytorch", "in-batch", "0.05", q, p)),
+    ], max(STARTUP_ROUNDS, ROUNDS))
+
+
+def startup_summary(results: list[Measurement]) -> list[str]:
+    """--help against 0.2 s, and our score against the bare script (target ≤ 1.1×)."""
+    if len(results) < 3 or not all(run.ok for run in results):
+        return []
+    helped, mine, bare = results
+    ratio = mine.wall / bare.wall
+    return [f"- `infonce --help`: {helped.wall:.3f} s (target ≤ 0.2 s: "
+            f"{'met' if helped.wall <= 0.2 else 'NOT met'})",
+            f"- `infonce score` / the bare script: {ratio:.2f}× {_round_ratios(mine, bare)} "
+            f"(target ≤ 1.1×: {'met' if ratio <= 1.1 else 'NOT met'})"]
 
 
 def suite_diagnostics() -> list[Measurement]:
-    """Issue: score --diagnostics against plain score, in-batch N = 16,384, d = 384,
-    alternating, three runs each (the median is compared)."""
+    """Issue: score --diagnostics against plain score, in-batch N = 16,384, d = 384."""
     q, p = pairs(16384, 384, 3.0)
-    plain, diagnosed = [], []
-    for _ in range(3):
-        plain.append(measure("infonce score", ours("score", "-q", q, "-p", p)))
-        diagnosed.append(measure("infonce score --diagnostics",
-                                 ours("score", "-q", q, "-p", p, "--diagnostics")))
-    results = []
-    for runs in (plain, diagnosed):
-        runs.sort(key=lambda run: run.wall)
-        walls = ", ".join(f"{run.wall:.2f}" for run in runs)
-        results.append(replace(runs[1], note=f"median of {len(runs)}: {walls} s"))
-    results[1].baseline = results[0].name
-    return results
+    return alternate([
+        Job("infonce score", ours("score", "-q", q, "-p", p)),
+        Job("infonce score --diagnostics", ours("score", "-q", q, "-p", p, "--diagnostics"),
+            baseline="infonce score"),
+    ])
 
 
 REAL = HERE.parent.parent / "shared" / "data" / "debian-minilm"
@@ -281,17 +415,15 @@ def suite_real() -> list[Measurement]:
                             ("paired", files["paired"])):
         tag = f"debian-minilm {mode}"
         extra: list[str | Path] = [] if negatives is None else ["--neg", negatives]
-        base = measure(f"{tag} · infonce", ours("score", "-q", q, "-p", p, *extra))
-        results.append(base)
-        for dtype in ("bfloat16", "float16"):
-            results.append(replace(
-                measure(f"{tag} · infonce {dtype}",
-                        ours("score", "-q", q, "-p", p, *extra, "--dtype", dtype)),
-                baseline=base.name))
         peer_files = [q, p] if negatives is None else [q, p, negatives]
-        results.append(measure(f"{tag} · info-nce-pytorch",
-                               peer("info-nce-pytorch", mode, "0.05", *peer_files),
-                               PEER_MEMORY_LIMIT))
+        results += alternate([
+            Job(f"{tag} · infonce", ours("score", "-q", q, "-p", p, *extra)),
+            *(Job(f"{tag} · infonce {dtype}",
+                  ours("score", "-q", q, "-p", p, *extra, "--dtype", dtype),
+                  baseline=f"{tag} · infonce") for dtype in ("bfloat16", "float16")),
+            Job(f"{tag} · info-nce-pytorch", peer("info-nce-pytorch", mode, "0.05", *peer_files),
+                PEER_MEMORY_LIMIT),
+        ])
     return results
 
 
@@ -326,17 +458,17 @@ def device_suite(device: str, n: int, agreement_n: int) -> list[Measurement]:
     rows, columns = GPU_BLOCKS
     tag = f"in-batch N={n} d=768"
     results = [
-        measure(f"{tag} · infonce on {device}",
-                ours("score", "-q", q, "-p", p, "--max-memory", "4GiB", device=device)),
-        measure(f"{tag} · torch.mm of the same blocks on {device}",
-                [str(HERE / "workers.py"), "matmul-rate", device, str(rows), str(columns),
-                 str(q), str(p)]),
+        once(f"{tag} · infonce on {device}",
+             ours("score", "-q", q, "-p", p, "--max-memory", "4GiB", device=device)),
+        once(f"{tag} · torch.mm of the same blocks on {device}",
+             [str(HERE / "workers.py"), "matmul-rate", device, str(rows), str(columns),
+              str(q), str(p)]),
     ]
     q, p = pairs(agreement_n, 768, 3.0)
     tag = f"in-batch N={agreement_n} d=768"
     for where in ("cpu", device):
-        results.append(measure(f"{tag} · infonce on {where}",
-                               ours("score", "-q", q, "-p", p, device=where)))
+        results.append(once(f"{tag} · infonce on {where}",
+                            ours("score", "-q", q, "-p", p, device=where)))
     return results
 
 
@@ -439,20 +571,6 @@ def _busy_seconds() -> float:
     return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
-def measure_shared(name: str, command: list[str]) -> Measurement:
-    """``measure``, noting the share of the CPUs that other processes used meanwhile (the
-    machine is shared: another's test run halves what a two-core run gets)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    busy = _busy_seconds()
-    run = measure(name, command)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    own = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-    others = max(0.0, _busy_seconds() - busy - own) / (run.wall * (os.cpu_count() or 1))
-    if others >= 0.05:
-        run.note = f"others used {others:.0%} of the CPUs"
-    return run
-
-
 def retrieval(query: Path, corpus: Path, qrels: Path, *extra: str | Path) -> list[str]:
     return ours("retrieval", "--query", query, "--corpus", corpus, "--qrels", qrels, *extra)
 
@@ -477,45 +595,44 @@ def suite_retrieval() -> list[Measurement]:
     rows, columns = RETRIEVAL_BLOCKS
     worker = str(HERE / "workers.py")
     results = [
-        measure_shared(f"{small} · infonce", retrieval(q, prefix, prefix_qrels)),
-        measure_shared(f"{small} · infonce --run top-100",
-                       retrieval(q, prefix, prefix_qrels, "--run", DATA / "ret_run_100k.trec",
-                                 "--top-k", "100")),
+        once(f"{small} · infonce", retrieval(q, prefix, prefix_qrels)),
+        once(f"{small} · infonce --run top-100",
+             retrieval(q, prefix, prefix_qrels, "--run", DATA / "ret_run_100k.trec",
+                       "--top-k", "100")),
     ]
     found = subprocess.run([sys.executable, "-c", "import faiss"], capture_output=True)
     if found.returncode == 0:
-        results.append(measure_shared(f"{small} · faiss IndexFlatIP top-100 + ranx",
-                                      [worker, "faiss-flat", "100", str(q), str(prefix),
-                                       str(prefix_qrels)]))
+        results.append(once(f"{small} · faiss IndexFlatIP top-100 + ranx",
+                            [worker, "faiss-flat", "100", str(q), str(prefix),
+                             str(prefix_qrels)]))
+    # The float32 run, the least products any exact method needs and bfloat16 go in rounds.
+    results += alternate([
+        Job(f"{big} · infonce", retrieval(q, full, qrels), baseline=f"{small} · infonce"),
+        Job(f"{big} · bare matrix products, a row per query",
+            [worker, "retrieval-matmul", str(rows), str(columns), "queries", str(q), str(full),
+             str(qrels)]),
+        Job(f"{big} · infonce bfloat16", retrieval(q, full, qrels, "--dtype", "bfloat16"),
+            baseline=f"{big} · infonce"),
+    ])
     results += [
-        replace(measure_shared(f"{big} · infonce", retrieval(q, full, qrels)),
-                baseline=f"{small} · infonce"),
-        measure_shared(f"{big} · bare matrix products, a row per pair",
-                       [worker, "retrieval-matmul", str(rows), str(columns), "pairs", str(q),
-                        str(full), str(qrels)]),
-        measure_shared(f"{big} · bare matrix products, a row per query",
-                       [worker, "retrieval-matmul", str(rows), str(columns), "queries",
-                        str(q), str(full), str(qrels)]),
-        replace(measure_shared(f"{big} · infonce bfloat16",
-                               retrieval(q, full, qrels, "--dtype", "bfloat16")),
-                baseline=f"{big} · infonce"),
-        replace(measure_shared(f"{big} · infonce --run top-100",
-                               retrieval(q, full, qrels, "--run", DATA / "ret_run_1m.trec",
-                                         "--top-k", "100")),
-                baseline=f"{big} · infonce"),
-        measure_shared(f"phase profile ({big}, {PHASE_ROWS} pairs)",
-                       [worker, "retrieval-phases", str(PHASE_ROWS), str(q), str(full),
-                        str(qrels)]),
+        once(f"{big} · bare matrix products, a row per pair",
+             [worker, "retrieval-matmul", str(rows), str(columns), "pairs", str(q), str(full),
+              str(qrels)]),
+        once(f"{big} · infonce --run top-100",
+             retrieval(q, full, qrels, "--run", DATA / "ret_run_1m.trec", "--top-k", "100"),
+             baseline=f"{big} · infonce"),
+        once(f"phase profile ({big}, {PHASE_ROWS} pairs)",
+             [worker, "retrieval-phases", str(PHASE_ROWS), str(q), str(full), str(qrels)]),
     ]
     sample = SAMPLE_RETRIEVAL
     base = "sample retrieval (400 × 3,141) · infonce --run top-10"
     for dtype in ("float32", "bfloat16"):
-        run = measure_shared(f"{base}{'' if dtype == 'float32' else ' bfloat16'}",
-                             retrieval(sample / "queries.parquet", sample / "corpus.parquet",
-                                       sample / "qrels.tsv", "--run",
-                                       DATA / f"ret_sample_{dtype}.trec", "--top-k", "10",
-                                       "--dtype", dtype))
-        results.append(run if dtype == "float32" else replace(run, baseline=base))
+        results.append(once(f"{base}{'' if dtype == 'float32' else ' bfloat16'}",
+                            retrieval(sample / "queries.parquet", sample / "corpus.parquet",
+                                      sample / "qrels.tsv", "--run",
+                                      DATA / f"ret_sample_{dtype}.trec", "--top-k", "10",
+                                      "--dtype", dtype),
+                            baseline=None if dtype == "float32" else base))
     return [_with_metrics(run) for run in results]
 
 
@@ -532,13 +649,8 @@ def retrieval_summary(results: list[Measurement]) -> list[str]:
     growth from 100k to 1M documents, bfloat16, and top-10 agreement on the sample data."""
     files = retrieval_set()
     named = {run.name: run for run in results}
-    revision = subprocess.run(["git", "-C", str(HERE.parent), "log", "-1", "--format=%h %cI"],
-                              capture_output=True, text=True).stdout.strip()
-    edited = subprocess.run(["git", "-C", str(HERE.parent), "status", "--short", "infonce_cli"],
-                            capture_output=True, text=True).stdout.split()[1::2]
     big, small = _size(RETRIEVAL_CORPUS), _size(RETRIEVAL_PREFIX)
-    lines = [f"- code: {revision or 'unknown'}"
-             + (f", with uncommitted edits to {', '.join(edited)}" if edited else "")]
+    lines = []
     for run in results:
         if not run.ok or " · infonce" not in run.name or run.name.startswith("sample"):
             continue
@@ -596,27 +708,33 @@ def _pairs_in(qrels: Path) -> int:
 
 
 SUITES: dict[str, Callable[[], list[Measurement]]] = {
+    "startup": suite_startup,
     "sweep": suite_sweep,
     "scale": suite_scale,
     "growth": suite_growth,
-    "startup": suite_startup,
     "real": suite_real,
-    "gpu": suite_gpu,
-    "retrieval": suite_retrieval,
     "diagnostics": suite_diagnostics,
+    "retrieval": suite_retrieval,
+    "gpu": suite_gpu,
 }
 SUMMARIES: dict[str, Callable[[list[Measurement]], list[str]]] = {
-    "real": real_summary, "gpu": gpu_summary, "retrieval": retrieval_summary}
-SKIPPED = {"real": f"no debian-minilm set at {REAL}", "gpu": "no CUDA device"}
+    "startup": startup_summary, "sweep": sweep_summary, "real": real_summary,
+    "gpu": gpu_summary, "retrieval": retrieval_summary}
+SKIPPED = {"real": f"no debian-minilm set at {REAL}", "startup": f"no debian-minilm set at {REAL}",
+           "gpu": "no CUDA device"}
 
 
 def table(title: str, results: list[Measurement]) -> str:
-    lines = [f"### {title}", "", "| run | wall (s) | peak RSS (GiB) | mean loss | note |",
-             "|---|---:|---:|---:|---|"]
+    lines = [f"### {title}", "",
+             "| run | wall (s), median | spread (s) | peak RSS (GiB) | mean loss | note |",
+             "|---|---:|---:|---:|---:|---|"]
     for r in results:
         loss = f"{r.loss:.5f}" if r.loss is not None else "—"
         wall = f"{r.wall:.2f}" if r.ok else "failed"
-        lines.append(f"| {r.name} | {wall} | {r.peak_rss / 2**30:.2f} | {loss} | {r.note} |")
+        spread = (f"{min(r.walls):.2f}–{max(r.walls):.2f} ({len(r.walls)} rounds)"
+                  if len(r.walls) > 1 and r.ok else "one run")
+        lines.append(f"| {r.name} | {wall} | {spread} | {r.peak_rss / 2**30:.2f} | {loss} "
+                     f"| {r.note} |")
     ours_runs = [r for r in results if "infonce" in r.name and "info-nce" not in r.name]
     ratios = []
     for mine in ours_runs:
@@ -625,34 +743,90 @@ def table(title: str, results: list[Measurement]) -> str:
             same_workload = prefix is None or other.name.startswith(prefix)
             if other is mine or not other.ok or not same_workload or other in ours_runs:
                 continue
-            ratios.append(f"- {mine.name} / {other.name}: {mine.wall / other.wall:.2f}×")
+            ratios.append(f"- {mine.name} / {other.name}: {mine.wall / other.wall:.2f}× "
+                          f"{_round_ratios(mine, other)}".rstrip())
         base = next((r for r in results if r.name == mine.baseline), None)
         if base is not None and base.ok and mine.ok:
-            ratios.append(f"- {mine.name} / {base.name}: {mine.wall / base.wall:.2f}×")
+            ratios.append(f"- {mine.name} / {base.name}: {mine.wall / base.wall:.2f}× "
+                          f"{_round_ratios(mine, base)}".rstrip())
     if ratios:
-        lines += ["", "Ratios (ours / theirs, wall time):", *ratios]
+        lines += ["", "Ratios (ours / theirs, medians; in brackets each round's own):", *ratios]
     return "\n".join(lines) + "\n"
 
 
+def machine() -> str:
+    """The CPU model, its vector extensions that matter here, cores, memory and software."""
+    model, flags = platform.processor() or "unknown CPU", set()
+    with open("/proc/cpuinfo") as info:
+        for line in info:
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    extensions = [name for flag, name in (("avx512f", "AVX-512"), ("avx512_bf16", "AVX512-BF16"),
+                                          ("amx_tile", "AMX")) if flag in flags]
+    cores = len(os.sched_getaffinity(0))
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    versions = subprocess.run([sys.executable, "-c", "import torch; print(torch.__version__)"],
+                              capture_output=True, text=True).stdout.strip()
+    return (f"{model} ({', '.join(extensions) or 'no AVX-512'}), {cores} cores, "
+            f"{memory:.0f} GiB; Python {platform.python_version()}, torch {versions}")
+
+
+def revision() -> str:
+    """The commit measured, and the files of the package edited since."""
+    root = str(HERE.parent)
+    commit = subprocess.run(["git", "-C", root, "log", "-1", "--format=%h %cI"],
+                            capture_output=True, text=True).stdout.strip()
+    edited = subprocess.run(["git", "-C", root, "status", "--short", "infonce_cli", "benchmarks"],
+                            capture_output=True, text=True).stdout.split()[1::2]
+    return (commit or "unknown") + (f", with uncommitted edits to {', '.join(edited)}"
+                                    if edited else "")
+
+
+def warm_up() -> None:
+    """What a user's second run finds: the package's bytecode compiled (pip compiles it at
+    install) and torch's files in the page cache."""
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(HERE.parent / "infonce_cli")],
+                   check=True, capture_output=True)
+    subprocess.run([sys.executable, "-c", "import torch, info_nce"], check=True)
+
+
 def main() -> None:
+    global ROUNDS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("suites", nargs="*", help=f"any of {', '.join(SUITES)} (default: all)")
+    parser.add_argument("--repeat", type=int, default=ROUNDS, metavar="N",
+                        help=f"rounds of each comparison (default {ROUNDS})")
     parser.add_argument("--list", action="store_true", help="list the suites and exit")
     args = parser.parse_args()
     if args.list:
         for name, suite in SUITES.items():
             print(f"{name}: {(suite.__doc__ or '').strip()}")
         return
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    machine = f"{os.cpu_count()} CPUs, {memory:.0f} GiB"
-    print(f"# infonce benchmarks · {machine} · {time.strftime('%Y-%m-%d')}\n")
+    unknown = [name for name in args.suites if name not in SUITES]
+    if unknown or args.repeat < 1:
+        parser.error(f"unknown suite {unknown[0]}" if unknown else "--repeat must be ≥ 1")
+    ROUNDS = args.repeat
+    started = time.time()
+    print(f"# infonce benchmarks · {time.strftime('%Y-%m-%d %H:%M %Z')}\n\n"
+          f"- machine: {machine()}\n- code: {revision()}\n"
+          f"- command: python benchmarks/run.py {' '.join(sys.argv[1:])}".rstrip() + "\n",
+          flush=True)
+    warm_up()
     for name in args.suites or list(SUITES):
+        suite_started = time.time()
         results = SUITES[name]()
         if not results:
             print(f"### {name}\n\nskipped: {SKIPPED[name]}\n", flush=True)
             continue
         summary = SUMMARIES[name](results) if name in SUMMARIES else []
-        print(table(name, results) + "".join(f"{line}\n" for line in summary), flush=True)
+        took = f"({name} took {(time.time() - suite_started) / 60:.1f} min)\n"
+        print(table(name, results) + "".join(f"{line}\n" for line in summary) + "\n" + took,
+              flush=True)
+    print(f"Whole run: {(time.time() - started) / 60:.1f} min.")
 
 
 if __name__ == "__main__":

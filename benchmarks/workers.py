@@ -9,6 +9,14 @@ times the float32 products of every QUERY block of ROWS rows with every POS bloc
 COLUMNS rows on DEVICE (the shapes of infonce's blocks) and prints
 {"tflops": …, "compute_seconds": …}.
 
+    python benchmarks/workers.py sweep-floor T QUERY POS
+
+the bare work of an in-batch sweep of T temperatures on preloaded tensors: the products of
+blocks of 256 normalised queries with every positive, and for each block, a cache-sized
+chunk of 16 rows at a time, T exponentials of the scaled scores summed per row (torch's
+multiply, exp and sum, the fewest passes torch ops allow); prints
+{"products_seconds": …, "exp_seconds": …, "compute_seconds": …}.
+
     python benchmarks/workers.py retrieval-matmul ROWS COLUMNS pairs|queries QUERY CORPUS QRELS
 
 times the bare float32 products of a retrieval run's shapes: blocks of ROWS relevant
@@ -43,6 +51,9 @@ import torch
 def main() -> None:
     if sys.argv[1] == "matmul-rate":
         matmul_rate(*sys.argv[2:])
+        return
+    if sys.argv[1] == "sweep-floor":
+        sweep_floor(*sys.argv[2:])
         return
     if sys.argv[1] in RETRIEVAL_WORKERS:
         RETRIEVAL_WORKERS[sys.argv[1]](*sys.argv[2:])
@@ -122,6 +133,29 @@ def matmul_rate(device_name: str, rows_text: str, columns_text: str, query_path:
     seconds = time.perf_counter() - started
     flops = 2 * len(query) * len(positive) * query.shape[1]
     print(json.dumps({"tflops": flops / seconds / 1e12, "compute_seconds": seconds}))
+
+
+def sweep_floor(steps_text: str, query_path: str, pos_path: str) -> None:
+    """Products and exps of an in-batch sweep, timed apart (see the module's docstring)."""
+    query = torch.nn.functional.normalize(torch.from_numpy(np.load(query_path)), dim=1)
+    positive = torch.nn.functional.normalize(torch.from_numpy(np.load(pos_path)), dim=1)
+    scales = (1 / np.geomspace(0.01, 1.0, int(steps_text))).tolist()
+    products = exps = 0.0
+    work = torch.empty(16, len(positive))
+    sums = torch.empty(16)
+    for start in range(0, len(query), 256):
+        began = time.perf_counter()
+        scores = query[start:start + 256] @ positive.T
+        products += time.perf_counter() - began
+        began = time.perf_counter()
+        for row in range(0, len(scores), 16):
+            shifted = scores[row:row + 16] - scores[row:row + 16].amax(dim=1, keepdim=True)
+            for scale in scales:
+                torch.mul(shifted, scale, out=work[:len(shifted)]).exp_()
+                torch.sum(work[:len(shifted)], dim=1, out=sums[:len(shifted)])
+        exps += time.perf_counter() - began
+    print(json.dumps({"products_seconds": products, "exp_seconds": exps,
+                      "compute_seconds": products + exps}))
 
 
 # ---------------------------------------------------------------- retrieval
