@@ -158,7 +158,9 @@ def test_every_diagnostic_matches_its_float64_formula(source, mode, rng, real_da
                                        temperature)
     assert top < 1 - 1e-6  # torchmetrics gives exact 1.0 a bin of its own
     assert diagnostics.calibration.ece == pytest.approx(ece, abs=1e-6)
-    assert diagnostics.calibration.mce == pytest.approx(mce, abs=1e-6)
+    # The largest gap may be a bin of one query, whose confidence exp(s·gap − loss) carries
+    # the float32 rounding of its scores (about 1e-7) times s = 20: a few 1e-6 on some CPUs.
+    assert diagnostics.calibration.mce == pytest.approx(mce, abs=5e-6)
 
 
 def test_calibration_bins_hold_what_the_formula_says(rng):
