@@ -6,6 +6,7 @@ negatives scoring at or above it (ties count against the positive).
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Iterable
 from enum import StrEnum
@@ -30,7 +31,7 @@ def loss_stats(per_sample_loss: np.ndarray[Any, Any]) -> LossStats:
     0.816496580927726
     """
     loss = np.asarray(per_sample_loss, dtype=np.float64)
-    p05, median, p95 = np.percentile(loss, [5, 50, 95])
+    p05, median, p95 = percentiles(loss, (5, 50, 95))
     return LossStats(
         mean=float(loss.mean()),
         std=float(loss.std()),
@@ -40,6 +41,30 @@ def loss_stats(per_sample_loss: np.ndarray[Any, Any]) -> LossStats:
         p05=float(p05),
         p95=float(p95),
     )
+
+
+def percentiles(values: np.ndarray[Any, Any], points: tuple[float, ...]) -> list[float]:
+    """``np.percentile(values, points)`` with its default linear interpolation, bit for bit,
+    from one sort (numpy's own path imports numpy.ma, a measurable share of start-up).
+
+    >>> data = np.array([3.0, 1.0, 4.0, 1.5, 9.0])
+    >>> percentiles(data, (5, 50, 95)) == list(np.percentile(data, [5, 50, 95]))
+    True
+    """
+    ordered = np.sort(np.asarray(values, dtype=np.float64))
+    result = []
+    count = len(ordered)
+    for point in points:
+        position = (count - 1) * (point / 100)  # numpy's virtual index, as it rounds
+        low = min(math.floor(position), count - 1)
+        high = min(low + 1, count - 1)
+        weight = position - math.floor(position)
+        below, above = ordered[low], ordered[high]
+        # numpy's _lerp: from the nearer end, so that the result stays between the two.
+        step = above - below
+        result.append(float(above - step * (1 - weight) if weight >= 0.5
+                            else below + step * weight))
+    return result
 
 
 def retrieval_metrics(

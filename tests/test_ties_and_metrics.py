@@ -6,9 +6,11 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from infonce_cli.engine import EngineOptions, score_embeddings
-from infonce_cli.metrics import loss_stats, mi_lower_bound, retrieval_metrics
+from infonce_cli.metrics import loss_stats, mi_lower_bound, percentiles, retrieval_metrics
 from infonce_cli.similarity import Similarity
 
 
@@ -94,3 +96,11 @@ def test_mi_bound_never_exceeds_its_ceiling(real_data):
     out = _score(real_data["query"][:200], real_data["positive"][:200])
     bound, ceiling = mi_lower_bound(out.loss[:, 0].numpy(), out.num_candidates.numpy())
     assert 0 < bound <= ceiling == pytest.approx(math.log(200))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=1, max_size=300))
+def test_percentiles_are_numpys_bit_for_bit(values):
+    data = np.array(values)
+    expected = [float(v) for v in np.percentile(data, [5, 50, 95])]
+    assert percentiles(data, (5, 50, 95)) == expected
