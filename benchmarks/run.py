@@ -228,14 +228,15 @@ def suite_sweep() -> list[Measurement]:
     q, p = pairs(16384, 384, SWEEP_NOISE["below the grid"])
     grid = np.geomspace(0.01, 1.0, GRID)
     timed = ",".join(f"{t:.6g}" for t in grid[::8])  # 8 of the 64, scaled up below
-    results.append(once(f"bare products + {GRID} exps per score (torch, preloaded)",
+    tag = "optimum below the grid"
+    results.append(once(f"{tag} · bare products + {GRID} exps per score (torch, preloaded)",
                         [str(HERE / "workers.py"), "sweep-floor", str(GRID), str(q), str(p)]))
-    results += alternate([Job("info-nce-pytorch (τ = 0.05)",
+    results += alternate([Job(f"{tag} · info-nce-pytorch (τ = 0.05)",
                               peer("info-nce-pytorch", "in-batch", "0.05", q, p),
                               PEER_MEMORY_LIMIT)])
     loop = once("info-nce-pytorch loop", peer("info-nce-pytorch", "in-batch", timed, q, p),
                 PEER_MEMORY_LIMIT)
-    loop.name = f"info-nce-pytorch loop, {GRID} τ (8 timed, ×8)"
+    loop.name = f"{tag} · info-nce-pytorch loop, {GRID} τ (8 timed, ×8)"
     loop.wall *= GRID / 8
     loop.walls = [loop.wall]
     results.append(loop)
@@ -274,7 +275,7 @@ def sweep_summary(results: list[Measurement]) -> list[str]:
         lines.append(f"- {run.name.split(' · ')[0]}: sweep / score {ratio:.2f}× "
                      f"{_round_ratios(run, base)} (target ≤ {target:g}×: "
                      f"{'met' if ratio <= target else 'NOT met'}); {where}")
-    floor = next((r for r in results if r.name.startswith("bare products")), None)
+    floor = next((r for r in results if "bare products" in r.name), None)
     score = named.get("optimum below the grid · infonce score")
     if floor and floor.ok and floor.output and score and score.ok and score.output:
         data = floor.output
@@ -354,8 +355,8 @@ def suite_startup() -> list[Measurement]:
     q, p = files["query"], files["positive"]
     return alternate([
         Job("infonce --help", ["-m", "infonce_cli", "--help"]),
-        Job("infonce score, 2,000 pairs", ours("score", "-q", q, "-p", p)),
-        Job("bare script: torch + info-nce-pytorch, 2,000 pairs",
+        Job("2,000 pairs · infonce score", ours("score", "-q", q, "-p", p)),
+        Job("2,000 pairs · bare script: import torch, load, info-nce-pytorch",
             peer("info-nce-pytorch", "in-batch", "0.05", q, p)),
     ], max(STARTUP_ROUNDS, ROUNDS))
 
@@ -740,7 +741,7 @@ def table(title: str, results: list[Measurement]) -> str:
     for mine in ours_runs:
         prefix = mine.name.split(" · ")[0] if " · " in mine.name else None
         for other in results:
-            same_workload = prefix is None or other.name.startswith(prefix)
+            same_workload = prefix is not None and other.name.startswith(prefix)
             if other is mine or not other.ok or not same_workload or other in ours_runs:
                 continue
             ratios.append(f"- {mine.name} / {other.name}: {mine.wall / other.wall:.2f}× "

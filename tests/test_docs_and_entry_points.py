@@ -113,3 +113,39 @@ def test_help_does_not_import_torch():
                             timeout=60)
     assert result.stderr.strip() == "False"
     assert "score" in result.stdout
+
+
+def test_the_collector_is_paused_for_the_imports_only(monkeypatch, capsys):
+    """The entry point pauses garbage collection while it imports torch and the pipeline,
+    and resumes it, freezing what was imported, before the run (which goes with it on)."""
+    import gc
+    import types
+
+    from infonce_cli import cli, runs
+
+    calls, seen = [], []
+
+    def recorded(name):
+        def call():
+            calls.append(name)
+            return getattr(gc, name)()
+        return call
+
+    monkeypatch.setattr(cli, "gc", types.SimpleNamespace(
+        disable=recorded("disable"), enable=recorded("enable"), freeze=recorded("freeze"),
+        isenabled=gc.isenabled))
+    real = runs.run_score
+
+    def recording(request, progress):
+        seen.append((list(calls), gc.isenabled()))
+        return real(request, progress)
+
+    monkeypatch.setattr(runs, "run_score", recording)
+    monkeypatch.setattr(sys, "argv", ["infonce", "score", "-q", str(SAMPLE / "queries.npy"),
+                                      "-p", str(SAMPLE / "positives.npy"), "--format", "json"])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code in (0, None)
+    assert seen == [(["disable", "freeze", "enable"], True)]
+    assert gc.isenabled()
+    assert json.loads(capsys.readouterr().out)["n"] == 400
