@@ -152,16 +152,48 @@ def sweep_passes(
 ) -> SweepScores:
     """The grid pass over prepared passes, then the fit. When the scores are recomputed at
     every step, a pilot on the first queries runs first, and the grid pass also probes
-    around its optimum: the fit then usually needs one more pass over the scores."""
-    probes = _pilot_probes(passes, temperatures) if summer is None else []
-    folded = fold_passes(passes, temperatures, [1.0 / s for s in probes], on_rows_done)
-    grid = replace(folded, loss=folded.loss[:, :len(temperatures)], softmax_gap=None,
-                   softmax_variance=None, mean_candidate_gap=None)
+    around its optimum: the fit then usually needs no more pass over the scores. Probes
+    that a dense grid already holds cost no exponentials of their own: the grid pass takes
+    the moments at those grid temperatures instead."""
+    scales = _pilot_probes(passes, temperatures) if summer is None else []
+    on_grid = _grid_probes(temperatures, scales)
+    if on_grid:
+        kept = [i for i in range(len(temperatures)) if i not in on_grid]
+        folded = fold_passes(passes, [temperatures[i] for i in kept],
+                             [temperatures[i] for i in on_grid], on_rows_done)
+        scales = [1.0 / temperatures[i] for i in on_grid]
+        # The grid's columns back in grid order, each probe's loss in its place.
+        order = torch.tensor(kept + on_grid).argsort()
+        loss = folded.loss[:, order]
+        first_probe = len(kept)
+    else:
+        folded = fold_passes(passes, temperatures, [1.0 / s for s in scales], on_rows_done)
+        loss = folded.loss[:, :len(temperatures)]
+        first_probe = len(temperatures)
+    grid = replace(folded, loss=loss, softmax_gap=None, softmax_variance=None,
+                   mean_candidate_gap=None)
     means = _Means(summer)
-    known = _points(folded, probes, means, len(temperatures)) if probes else None
+    known = _points(folded, scales, means, first_probe) if scales else None
     optimum = fit_temperature(passes, temperatures, grid.loss.detach(), grid.positive_unbeaten,
                               summer, known)
     return SweepScores(grid, temperatures, optimum)
+
+
+def _grid_probes(temperatures: Sequence[float], probes: Sequence[float]) -> list[int]:
+    """The grid temperatures that can stand in for the pilot's probes (scales s): as many as
+    there are probes, the nearest to the middle one, when the grid is dense enough that
+    they lie within twice the probes' reach and on both sides of the middle one."""
+    if not probes:
+        return []
+    middle = probes[len(probes) // 2]
+    reach = max(abs(s / middle - 1) for s in probes)
+    nearest = sorted(range(len(temperatures)),
+                     key=lambda i: abs(math.log(middle * temperatures[i])))[:len(probes)]
+    spread = [1.0 / temperatures[i] / middle - 1 for i in nearest]
+    if len(nearest) < len(probes) or max(map(abs, spread)) > 2 * reach or min(spread) >= 0 \
+            or max(spread) <= 0:
+        return []
+    return sorted(nearest)
 
 
 def _pilot_probes(

@@ -150,6 +150,34 @@ def test_optimum_interpolated_between_the_grid_pass_probes(rng):
     assert optimum.loss_mean == pytest.approx(at_optimum, rel=1e-6)
 
 
+def test_a_dense_grid_holds_the_probes_and_keeps_every_grid_value(rng):
+    """With 64 grid temperatures the pilot's probes are taken at the grid temperatures
+    around its optimum (their moments, no exponentials of their own): the grid values are
+    those of a plain score at each temperature, in order, and the optimum still needs no
+    pass after the grid's."""
+    from infonce_cli.temperature import _grid_probes, _pilot_probes
+
+    n = 4096
+    query = rng.normal(size=(n, 32)).astype(np.float32)
+    positive = (query + rng.normal(size=query.shape)).astype(np.float32)
+    grid = temperature_grid(0.01, 1.0, 64)
+    options = EngineOptions(max_memory=2**24)
+    held = _grid_probes(grid, _pilot_probes(prepare_passes(query, positive, None, options),
+                                            grid))
+    assert len(held) == 5
+    swept = sweep_embeddings(query, positive, None, grid, options)
+    assert swept.optimum.converged and swept.optimum.passes == 0
+    for index in (0, *held, 63):
+        single = score_embeddings(query, positive, options=EngineOptions(
+            temperatures=(grid[index],))).loss[:, 0]
+        np.testing.assert_allclose(swept.grid.loss[:, index].numpy(), single.numpy(),
+                                   rtol=1e-6, atol=1e-6)
+    rows = np.arange(n)
+    temperature = swept.optimum.temperature
+    assert _reference_first_order_gap(query, positive, rows, temperature * 1.000001) < 0
+    assert _reference_first_order_gap(query, positive, rows, temperature / 1.000001) > 0
+
+
 @pytest.mark.parametrize("grid", [(0.5, 0.8, 1.0), (0.001, 0.002, 0.004)])
 def test_optimum_beyond_the_grid_is_found(real_data, grid):
     query, positive = real_data["query"][:200], real_data["positive"][:200]
