@@ -166,7 +166,8 @@ def test_a_dense_grid_holds_the_probes_and_keeps_every_grid_value(rng):
                                             grid))
     assert len(held) == 5
     swept = sweep_embeddings(query, positive, None, grid, options)
-    assert swept.optimum.converged and swept.optimum.passes == 0
+    assert swept.optimum.converged
+    assert swept.optimum.passes == 0
     for index in (0, *held, 63):
         single = score_embeddings(query, positive, options=EngineOptions(
             temperatures=(grid[index],))).loss[:, 0]
