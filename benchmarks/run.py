@@ -582,6 +582,10 @@ def _with_metrics(run: Measurement) -> Measurement:
     ndcg = data.get("ndcg_at", {}).get("10", data.get("ndcg@10"))
     if run.ok and ndcg is not None:
         run.note = "; ".join(filter(None, [f"nDCG@10 {float(ndcg):.4f}", run.note]))
+    if data.get("top1_agreement", 1.0) < 1.0:
+        wrong = round((1 - data["top1_agreement"]) * data["top1_checked"])
+        run.note += (f"; WRONG: its best neighbour differs from brute force for {wrong} of "
+                     f"{data['top1_checked']} queries checked")
     return run
 
 
