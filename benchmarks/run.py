@@ -212,9 +212,9 @@ default grid (0.051) and above 1 (1.9)."""
 
 
 def suite_sweep() -> list[Measurement]:
-    """Issue: the default sweep (64 τ from 0.01 to 1, optimum fitted) against one score as
-    users run them, in-batch N = 16,384, d = 384, with the optimum below, inside and above
-    the grid; the bare products and exps of such a sweep; the peer's loop."""
+    """Issue: a 64-τ sweep with the default bounds (0.01 to 1, optimum fitted) against one
+    score as users run them, in-batch N = 16,384, d = 384, with the optimum below, inside
+    and above the grid; the bare products and exps of such a sweep; the peer's loop."""
     results = []
     for where, noise in SWEEP_NOISE.items():
         q, p = pairs(16384, 384, noise)
