@@ -102,6 +102,13 @@ def measure(name: str, command: list[str], limit: int | None = None) -> Measurem
                        output=output, walls=[wall])
 
 
+def _busy_seconds() -> float:
+    """CPU seconds every process on the machine has used since boot (/proc/stat)."""
+    with open("/proc/stat") as stat:
+        user, nice, system, _, _, irq, softirq = map(int, stat.readline().split()[1:8])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
 def alternate(jobs: list[Job], rounds: int | None = None) -> list[Measurement]:
     """Every job once per round, round-robin, for ``rounds`` rounds (``--repeat`` by
     default): each job's median wall time, with every round's kept for the spread."""
@@ -185,10 +192,6 @@ def as_parquet(query: Path, positive: Path) -> Path:
                                                               values.shape[1])
         pq.write_table(pa.table(columns), path)
     return path
-
-
-def size_of(*paths: Path) -> int:
-    return sum(p.stat().st_size for p in paths)
 
 
 # ---------------------------------------------------------------- commands
@@ -563,13 +566,6 @@ def retrieval_set(queries: int = RETRIEVAL_QUERIES, documents: int = RETRIEVAL_C
 def _size(documents: int) -> str:
     return (f"D={documents // 1_000_000}M" if documents % 1_000_000 == 0
             else f"D={documents // 1000}k")
-
-
-def _busy_seconds() -> float:
-    """CPU seconds every process on the machine has used since boot (/proc/stat)."""
-    with open("/proc/stat") as stat:
-        user, nice, system, _, _, irq, softirq = map(int, stat.readline().split()[1:8])
-    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
 def retrieval(query: Path, corpus: Path, qrels: Path, *extra: str | Path) -> list[str]:
