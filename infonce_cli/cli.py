@@ -45,13 +45,15 @@ class _PlainHelp:
         for param in command.get_params(ctx):
             record = param.get_help_record(ctx)
             if record is not None:
-                panel = getattr(param, "rich_help_panel", None) or "Options"
+                panel = ("Arguments" if param.param_type_name == "argument"
+                         else getattr(param, "rich_help_panel", None) or "Options")
                 panels.setdefault(panel, []).append((record[0], _unescaped(record[1])))
+        if hasattr(command, "list_commands"):  # the group: each command's first line, whole
+            panels["Commands"] = [(name, command.get_command(ctx, name).get_short_help_str(
+                limit=1000)) for name in command.list_commands(ctx)]
         for panel, rows in panels.items():
             with formatter.section(panel):
                 _write_rows(formatter, rows)
-        if hasattr(command, "format_commands"):
-            command.format_commands(ctx, formatter)
         command.format_epilog(ctx, formatter)
 
 

@@ -536,9 +536,9 @@ def model_comparison_table(result: ModelComparison) -> Table:
 
 def inspect_output(described: list[dict[str, Any]], file_format: str) -> Any:
     """Descriptions of files as tables, JSON or CSV (one line per array)."""
-    from rich.console import Group
-
     if file_format == "table":
+        from rich.console import Group
+
         return Group(*(inspect_table(info) for info in described))
     if file_format == "csv":
         return to_csv([{"file": info["file"], **array} for info in described

@@ -181,8 +181,9 @@ def sweep_passes(
 
 def _grid_probes(temperatures: Sequence[float], probes: Sequence[float]) -> list[int]:
     """The grid temperatures that can stand in for the pilot's probes (scales s): as many as
-    there are probes, the nearest to the middle one, when the grid is dense enough that
-    they lie within twice the probes' reach and on both sides of the middle one."""
+    there are probes, the nearest to the middle one, when they lie on both sides of it and
+    reach between half and twice as far as the probes do (a grid too coarse, or too fine
+    to bracket the pilot's error, keeps the probes)."""
     if not probes:
         return []
     middle = probes[len(probes) // 2]
@@ -190,8 +191,9 @@ def _grid_probes(temperatures: Sequence[float], probes: Sequence[float]) -> list
     nearest = sorted(range(len(temperatures)),
                      key=lambda i: abs(math.log(middle * temperatures[i])))[:len(probes)]
     spread = [1.0 / temperatures[i] / middle - 1 for i in nearest]
-    if len(nearest) < len(probes) or max(map(abs, spread)) > 2 * reach or min(spread) >= 0 \
-            or max(spread) <= 0:
+    farthest = max(map(abs, spread), default=0.0)
+    if (len(nearest) < len(probes) or not reach / 2 <= farthest <= 2 * reach
+            or min(spread) >= 0 or max(spread) <= 0):
         return []
     return sorted(nearest)
 

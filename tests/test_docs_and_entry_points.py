@@ -143,8 +143,11 @@ def test_the_collector_is_paused_for_the_imports_only(monkeypatch, capsys):
     monkeypatch.setattr(runs, "run_score", recording)
     monkeypatch.setattr(sys, "argv", ["infonce", "score", "-q", str(SAMPLE / "queries.npy"),
                                       "-p", str(SAMPLE / "positives.npy"), "--format", "json"])
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main()
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main()
+    finally:
+        gc.unfreeze()  # the rest of the test session's objects collectable again
     assert exit_info.value.code in (0, None)
     assert seen == [(["disable", "freeze", "enable"], True)]
     assert gc.isenabled()
