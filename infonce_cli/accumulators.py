@@ -243,6 +243,8 @@ class TopK:
         self.index = torch.full((like.shape[0], k), -1, dtype=torch.int64, device=like.device)
 
     def update(self, scores: torch.Tensor, first_index: int) -> None:
+        if not scores.numel():
+            return
         above = scores > self.scores[:, -1:].to(scores.dtype)
         counts = above.sum(dim=1)
         if int(counts.max()) * 4 > scores.shape[1]:
@@ -251,7 +253,7 @@ class TopK:
             kth = scores.topk(min(self.k, scores.shape[1]), dim=1).values[:, -1:]
             above &= scores >= kth
             counts = above.sum(dim=1)
-        width = int(counts.max()) if counts.numel() else 0
+        width = int(counts.max())
         if width == 0:
             return
         # The entries that can enter, packed to the left of each row in column order.

@@ -57,9 +57,9 @@ def percentiles(values: np.ndarray[Any, Any], points: tuple[float, ...]) -> list
     count = len(ordered)
     for point in points:
         position = (count - 1) * (point / 100)  # numpy's virtual index, as it rounds
-        low = min(math.floor(position), count - 1)
+        low = math.floor(position)
         high = min(low + 1, count - 1)
-        weight = position - math.floor(position)
+        weight = position - low
         below, above = ordered[low], ordered[high]
         # numpy's _lerp: from the nearer end, so that the result stays between the two.
         step = above - below

@@ -156,4 +156,3 @@ def gather_rows(source: Rows, rows: np.ndarray[Any, Any]) -> np.ndarray[Any, Any
              for run in np.split(wanted, breaks)]
     block = np.concatenate(parts) if len(parts) > 1 else parts[0]
     return np.ascontiguousarray(block[np.searchsorted(wanted, rows)])
-

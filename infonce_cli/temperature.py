@@ -157,23 +157,17 @@ def sweep_passes(
     the moments at those grid temperatures instead."""
     scales = _pilot_probes(passes, temperatures) if summer is None else []
     on_grid = _grid_probes(temperatures, scales)
-    if on_grid:
-        kept = [i for i in range(len(temperatures)) if i not in on_grid]
-        folded = fold_passes(passes, [temperatures[i] for i in kept],
-                             [temperatures[i] for i in on_grid], on_rows_done)
-        scales = [1.0 / temperatures[i] for i in on_grid]
-        # The grid's columns back in grid order, each probe's loss in its place.
-        order = torch.tensor(kept + on_grid).argsort()
-        loss = folded.loss[:, order]
-        first_probe = len(kept)
-    else:
-        folded = fold_passes(passes, temperatures, [1.0 / s for s in scales], on_rows_done)
-        loss = folded.loss[:, :len(temperatures)]
-        first_probe = len(temperatures)
+    kept = [i for i in range(len(temperatures)) if i not in on_grid]
+    probes = [temperatures[i] for i in on_grid] if on_grid else [1.0 / s for s in scales]
+    folded = fold_passes(passes, [temperatures[i] for i in kept], probes, on_rows_done)
+    scales = [1.0 / t for t in probes]
+    # The grid's columns back in grid order (a probe that is a grid temperature in its place).
+    order = torch.tensor(kept + on_grid, device=folded.loss.device).argsort()
+    loss = folded.loss[:, :len(temperatures)][:, order]
     grid = replace(folded, loss=loss, softmax_gap=None, softmax_variance=None,
                    mean_candidate_gap=None)
     means = _Means(summer)
-    known = _points(folded, scales, means, first_probe) if scales else None
+    known = _points(folded, scales, means, len(kept)) if scales else None
     optimum = fit_temperature(passes, temperatures, grid.loss.detach(), grid.positive_unbeaten,
                               summer, known)
     return SweepScores(grid, temperatures, optimum)
