@@ -232,10 +232,14 @@ class _ChunkSpace:
 
 class TopK:
     """Each query's k best-scoring candidates so far, best first, equal scores in index
-    order (−inf and −1 while it has fewer). A block's entries above a query's k-th best so
-    far are merged with its running list by one small stable sort; once the lists fill up
-    those entries are few, so a block costs little more than a comparison. Blocks come in
-    index order, so an entry tying with the k-th best comes after it and does not enter."""
+    order (−inf and −1 while it has fewer).
+
+    A block is read once, for the maxima of its groups of ``_GROUP`` columns; only the
+    groups whose maximum beats a query's k-th best so far are looked into, and their
+    entries that beat it are merged with the running list by one small stable sort. Once
+    the lists fill up those groups are few, so a block costs little more than its maxima.
+    Blocks come in index order, so an entry tying with the k-th best comes after it and
+    does not enter."""
 
     def __init__(self, k: int, like: torch.Tensor) -> None:
         self.k = k
@@ -243,23 +247,14 @@ class TopK:
         self.index = torch.full((like.shape[0], k), -1, dtype=torch.int64, device=like.device)
 
     def update(self, scores: torch.Tensor, first_index: int) -> None:
-        if not scores.numel():
+        entering = self._entering(scores)
+        if entering is None:
             return
-        above = scores > self.scores[:, -1:].to(scores.dtype)
-        counts = above.sum(dim=1)
-        if int(counts.max()) * 4 > scores.shape[1]:
-            # Lists still filling: only entries at or above the block's own k-th best can
-            # enter (ties with it included, so that the lowest indices can win).
-            kth = scores.topk(min(self.k, scores.shape[1]), dim=1).values[:, -1:]
-            above &= scores >= kth
-            counts = above.sum(dim=1)
-        width = int(counts.max())
-        if width == 0:
-            return
+        row, column = entering
         # The entries that can enter, packed to the left of each row in column order.
-        row, column = torch.nonzero(above, as_tuple=True)
+        counts = torch.bincount(row, minlength=scores.shape[0])
         place = torch.arange(len(row), device=row.device) - (counts.cumsum(0) - counts)[row]
-        values = scores.new_full((scores.shape[0], width), -math.inf)
+        values = scores.new_full((scores.shape[0], int(counts.max())), -math.inf)
         values[row, place] = scores[row, column]
         columns = torch.full_like(values, -1 - first_index, dtype=torch.int64)
         columns[row, place] = column
@@ -269,6 +264,44 @@ class TopK:
         self.scores, picked = ordered[:, :self.k], picked[:, :self.k]
         index = torch.cat([self.index, columns + first_index], dim=1).gather(1, picked)
         self.index = torch.where(torch.isfinite(self.scores), index, -1)
+
+    def _entering(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(row, column) of the block's entries that can enter the lists, row by row in
+        column order (None when there are none): those above the row's k-th best so far,
+        and, while the lists fill up, at or above a bound on the block's own k-th best
+        (ties included, so that the lowest indices can win)."""
+        rows, width = scores.shape
+        if not scores.numel():
+            return None
+        groups = -(-width // _GROUP)
+        padded = scores
+        if width % _GROUP:  # the last group is filled up with −inf
+            padded = scores.new_full((rows, groups * _GROUP), -math.inf)
+            padded[:, :width] = scores
+        grouped = padded.reshape(rows, groups, _GROUP)
+        group_max = grouped.amax(dim=2)
+        kth = self.scores[:, -1:].to(scores.dtype)
+        passing = group_max > kth
+        floor = None
+        if int(passing.sum(dim=1).max()) > self.k:
+            # Lists still filling: the block's k best lie in groups reaching the k-th
+            # largest group maximum (which is at most the block's k-th best score).
+            floor = (group_max.topk(self.k, dim=1).values[:, -1:] if groups >= self.k
+                     else scores.topk(min(self.k, width), dim=1).values[:, -1:])
+            passing &= group_max >= floor
+        group_row, group = torch.nonzero(passing, as_tuple=True)
+        if not len(group_row):
+            return None
+        entries = grouped[group_row, group]  # (G, _GROUP)
+        enters = entries > kth[group_row]
+        if floor is not None:
+            enters &= entries >= floor[group_row]
+        which, offset = torch.nonzero(enters, as_tuple=True)
+        return (group_row[which], group[which] * _GROUP + offset) if len(which) else None
+
+
+_GROUP = 64
+"""Columns per group whose maximum decides whether ``TopK`` looks into them."""
 
 
 class RunningState:

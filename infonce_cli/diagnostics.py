@@ -44,7 +44,7 @@ RANKME_EPSILON = 1e-7
 """Added to each normalised singular value before the entropy, as in RankMe."""
 
 _ROW_BLOCK = 512
-_COLUMN_BLOCK = 4096
+_COLUMN_BLOCK = 2048
 
 
 def unit_rows(rows: torch.Tensor) -> torch.Tensor:
@@ -113,15 +113,18 @@ def uniformity(source: Rows, dtype: torch.dtype, device: torch.device,
                                                                device)
 
     total = torch.zeros((), dtype=torch.float64, device=device)
+    work = torch.empty((_ROW_BLOCK, _COLUMN_BLOCK), dtype=dtype, device=device)
+    shift = torch.full((), -4.0, dtype=dtype, device=device)
     for start in range(0, n, _ROW_BLOCK):
         rows = units(start, start + _ROW_BLOCK)
         for first in range(start, n, _COLUMN_BLOCK):
             candidates = units(first, first + _COLUMN_BLOCK)
-            terms = torch.exp(torch.addmm(torch.full((), -4.0, dtype=dtype, device=device),
-                                          rows, candidates.T, alpha=4.0))
+            terms = work[:rows.shape[0], :candidates.shape[0]]
+            torch.addmm(shift, rows, candidates.T, alpha=4.0, out=terms).exp_()
             if first < start + rows.shape[0]:  # the block holds the diagonal: i < j only
-                terms = torch.triu(terms, diagonal=start - first + 1)
-            total += terms.sum(dtype=torch.float64)
+                terms.triu_(diagonal=start - first + 1)
+            # Each row's terms summed in the work dtype, the rows' sums in float64.
+            total += terms.sum(dim=1).sum(dtype=torch.float64)
     # At most 0 (every row the same), whatever the rounding.
     return min(0.0, math.log(float(total)) - math.log(n * (n - 1) / 2))
 

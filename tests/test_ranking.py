@@ -221,6 +221,25 @@ def test_top_lists_break_ties_by_index_whatever_the_blocks(width):
     assert top.index[2].tolist() == [0, 1, 2, 3] + [-1] * 6
 
 
+@pytest.mark.parametrize(("k", "width", "seed"), [(1, 64, 0), (10, 100, 1), (10, 2560, 2),
+                                               (25, 130, 3), (70, 64, 4), (70, 1000, 5)])
+def test_top_lists_equal_a_stable_sort_of_the_whole_rows(k, width, seed):
+    """Scores from a few values (ties everywhere) with −inf entries, in blocks of any
+    width: each list is the row's k best by a stable sort, −1 past its finite scores."""
+    from infonce_cli.accumulators import TopK
+
+    rng = np.random.default_rng(seed)
+    scores = torch.from_numpy(rng.integers(0, 40, size=(33, 3000)).astype(np.float32))
+    scores[rng.random(scores.shape) < 0.2] = -math.inf
+    scores[5, 7:] = -math.inf  # a row with fewer than k candidates
+    top = TopK(k, scores)
+    for first in range(0, scores.shape[1], width):
+        top.update(scores[:, first:first + width], first)
+    want = torch.argsort(-scores, dim=1, stable=True)[:, :k]
+    want = torch.where(torch.isfinite(scores.gather(1, want)), want, -1)
+    assert torch.equal(top.index, want)
+
+
 def test_duplicates_at_the_kth_place_keep_the_first_rows_in_bfloat16_too():
     """300 bit-identical copies of a document: the top-10 list is the copies with the
     lowest rows, in float32 and, rescored, in bfloat16, whatever the budget."""
