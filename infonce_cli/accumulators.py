@@ -285,8 +285,10 @@ class TopK:
         floor = None
         if int(passing.sum(dim=1).max()) > self.k:
             # Lists still filling: the block's k best lie in groups reaching the k-th
-            # largest group maximum (which is at most the block's k-th best score).
-            floor = (group_max.topk(self.k, dim=1).values[:, -1:] if groups >= self.k
+            # largest group maximum (at most the block's k-th best score), a tight bound
+            # when there are many more groups than k; else the k-th best itself.
+            floor = (group_max.topk(self.k, dim=1).values[:, -1:]
+                     if groups >= 4 * self.k
                      else scores.topk(min(self.k, width), dim=1).values[:, -1:])
             passing &= group_max >= floor
         group_row, group = torch.nonzero(passing, as_tuple=True)
