@@ -234,7 +234,7 @@ class TopK:
     """Each query's k best-scoring candidates so far, best first, equal scores in index
     order (−inf and −1 while it has fewer).
 
-    A block is read once, for the maxima of its groups of ``_GROUP`` columns; only the
+    A block is reduced to the maxima of its groups of ``_GROUP`` columns; only the
     groups whose maximum beats a query's k-th best so far are looked into, and their
     entries that beat it are merged with the running list by one small stable sort. Once
     the lists fill up those groups are few, so a block costs little more than its maxima.
@@ -289,7 +289,7 @@ class TopK:
             # when there are many more groups than k; else the k-th best itself.
             floor = (group_max.topk(self.k, dim=1).values[:, -1:]
                      if groups >= 4 * self.k
-                     else scores.topk(min(self.k, width), dim=1).values[:, -1:])
+                     else scores.topk(self.k, dim=1).values[:, -1:])
             passing &= group_max >= floor
         group_row, group = torch.nonzero(passing, as_tuple=True)
         if not len(group_row):

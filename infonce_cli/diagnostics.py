@@ -113,7 +113,7 @@ def uniformity(source: Rows, dtype: torch.dtype, device: torch.device,
                                                                device)
 
     total = torch.zeros((), dtype=torch.float64, device=device)
-    work = torch.empty((_ROW_BLOCK, _COLUMN_BLOCK), dtype=dtype, device=device)
+    work = torch.empty((min(n, _ROW_BLOCK), min(n, _COLUMN_BLOCK)), dtype=dtype, device=device)
     shift = torch.full((), -4.0, dtype=dtype, device=device)
     for start in range(0, n, _ROW_BLOCK):
         rows = units(start, start + _ROW_BLOCK)
