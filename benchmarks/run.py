@@ -269,7 +269,8 @@ def suite_sweep() -> list[Measurement]:
 
 def sweep_summary(results: list[Measurement]) -> list[str]:
     """Each sweep against its score (target ≤ 2×, ≤ 2.5× on the real data), where the
-    optimum fell and the passes it took after the grid; the floor of the exps."""
+    optimum fell and the passes it took after the grid; what an exponential per score and
+    temperature would cost."""
     named = {run.name: run for run in results}
     lines = []
     for run in results:
@@ -290,13 +291,13 @@ def sweep_summary(results: list[Measurement]) -> list[str]:
     score = named.get("optimum below the grid · infonce score")
     if floor and floor.ok and floor.output and score and score.ok and score.output:
         data = floor.output
-        lines.append(f"- the bare work of a {GRID}-τ sweep on preloaded tensors: products "
-                     f"{data['products_seconds']:.2f} s, one temperature's exps "
+        lines.append(f"- an exponential per score and τ, the bare work on preloaded tensors: "
+                     f"products {data['products_seconds']:.2f} s, one temperature's exps "
                      f"{data['exp_seconds'] / GRID:.3f} s, all {GRID}: "
-                     f"{data['exp_seconds']:.2f} s; our whole score process takes "
-                     f"{score.wall:.2f} s, so a sweep cannot take less than "
+                     f"{data['exp_seconds']:.2f} s; with our whole score process at "
+                     f"{score.wall:.2f} s, a sweep that way could not take less than "
                      f"{(score.wall + data['exp_seconds'] * (GRID - 1) / GRID) / score.wall:.2f}× "
-                     "one score here without fewer exps")
+                     "one score here (ours takes its sums from histograms of the scores)")
     return lines
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .binned import BinnedSums, Bins
 from .candidates import ScoredBlock
 
 _CACHE_SCORES = 2**18
@@ -312,12 +313,14 @@ class RunningState:
 
     def __init__(
         self, positive_score: torch.Tensor, scales: torch.Tensor, moments_from: int,
-        picks_rows: bool, top_k: int = 0,
+        picks_rows: bool, top_k: int = 0, bins: Bins | None = None,
     ) -> None:
         self.positive_score, self.scales = positive_score, scales
         self.scale_values: list[float] = scales.tolist()
         self.moments_from = moments_from
         self.scratch = Scratch(positive_score)
+        self.bins = (BinnedSums(positive_score, bins)
+                     if bins is not None and not positive_score.requires_grad else None)
         self.log_sum_exp = LogSumExp(positive_score, scales)
         self.moments = (Moments(positive_score, self.log_sum_exp.sums, moments_from)
                         if moments_from < scales.shape[0] else None)
@@ -344,6 +347,9 @@ class RunningState:
             self.ranks.update(detached, block_max, block.first_index)
             if self.top is not None:
                 self.top.update(detached, block.first_index)
+            if self.bins is not None:
+                self.bins.add(detached)
+                return
             rescale = self.log_sum_exp.raise_maximum(block_max)
         self.log_sum_exp.rescale(rescale)
         if self.moments is not None:
@@ -380,10 +386,17 @@ class RunningState:
 
     def finish(self) -> BlockResult:
         ranks = self.ranks
-        moments = (None, None, None) if self.moments is None else self.moments.finish(
-            self.log_sum_exp.sums, ranks.num_candidates)
+        moments: tuple[torch.Tensor | None, ...] = (None, None, None)
+        if self.bins is not None:
+            loss, gap, variance, gap_sum = self.bins.finish()
+            if self.moments is not None:
+                moments = (gap, variance, gap_sum / ranks.num_candidates)
+        else:
+            loss = self.log_sum_exp.loss()
+            if self.moments is not None:
+                moments = self.moments.finish(self.log_sum_exp.sums, ranks.num_candidates)
         return BlockResult(
-            loss=self.log_sum_exp.loss(),
+            loss=loss,
             positive_score=self.positive_score,
             hardest_negative_score=ranks.hardest_score,
             hardest_negative_index=ranks.hardest_index,

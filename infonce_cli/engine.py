@@ -29,6 +29,7 @@ from enum import StrEnum
 import torch
 
 from .accumulators import BlockResult, RunningState
+from .binned import MIN_SCALES, Bins, bin_width, table_bytes
 from .candidates import CandidateIds as CandidateIds
 from .candidates import (
     CandidateSource,
@@ -236,6 +237,10 @@ def _fold(
     scales = torch.tensor([1.0 / t for t in temperatures],
                           dtype=reduction_dtype(options.dtype), device=options.device)
     picks_rows = _picks_rows(options.device)
+    width = binned_width(source, temperatures)
+    bins = (None if width is None
+            else Bins.for_fold(width, source.query_block, [1.0 / t for t in temperatures],
+                               moments_from))
     # Results go straight into full-length tensors: many small blocks kept alive between
     # large temporaries would fragment the heap and hold on to memory.
     merged: dict[str, torch.Tensor] = {}
@@ -243,7 +248,7 @@ def _fold(
     with float_modes(options):
         for block in source.query_blocks():
             state = RunningState(block.positive_score, scales, moments_from, picks_rows,
-                                 options.top_k)
+                                 options.top_k, bins)
             for scored in block.candidates:
                 state.update(scored)
             low, high = block.start - source.first_row, block.stop - source.first_row
@@ -256,6 +261,26 @@ def _fold(
     merged = {key: value[:done] for key, value in merged.items()}
     unbeaten = merged["hardest_negative_score"] <= merged["positive_score"]
     return PerSampleScores(mode=source.mode, positive_unbeaten=unbeaten.detach(), **merged)
+
+
+def binned_width(
+    source: SimilarityPass | CachedPass, temperatures: Sequence[float]
+) -> float | None:
+    """The bin width when a fold's exponential sums at these temperatures are better taken
+    from histograms of the scores (``binned``; the softmax moments then cost no more
+    exponentials either): many temperatures, bounded float32 scores on the CPU, and a
+    table that fits a quarter of the memory budget. None for one exponential per score
+    and temperature."""
+    options = source.options
+    if (len(temperatures) < MIN_SCALES or options.device.type != "cpu"
+            or options.similarity is not Similarity.COSINE
+            or reduction_dtype(options.dtype) != torch.float32):
+        return None
+    width = bin_width([1.0 / t for t in temperatures])
+    if (width is None or table_bytes(source.query_block, width, len(temperatures))
+            > options.max_memory // 4):
+        return None
+    return width
 
 
 def _merge(
@@ -460,6 +485,11 @@ class CachedPass:
     options: EngineOptions
     first_row: int
     rows: int
+
+    @property
+    def query_block(self) -> int:
+        """Queries in the largest block."""
+        return max((b.stop - b.start for b in self.blocks), default=0)
 
     def query_blocks(self) -> Iterator[QueryBlock]:
         return iter(self.blocks)

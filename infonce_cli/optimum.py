@@ -197,8 +197,9 @@ def interpolated_root(
     """
     centre = math.sqrt(left.scale * right.scale)
     chosen = [left, right]
-    # Points closer together than this add rounding, not information.
-    apart = 1e-3 * (right.scale - left.scale)
+    # Points closer together than this add rounding, not information: with a dense set
+    # of probes, near neighbours would make the interpolant's root look less settled.
+    apart = 0.2 * (right.scale - left.scale)
     for point in sorted(known, key=lambda p: abs(math.log(p.scale / centre))):
         if (len(chosen) < 5 and left.scale / 1.5 <= point.scale <= right.scale * 1.5
                 and all(abs(point.scale - p.scale) > apart for p in chosen)):

@@ -25,6 +25,7 @@ from .engine import (
     PerSampleScores,
     Rows,
     SimilarityPass,
+    binned_width,
     fold_passes,
     similarity_passes,
 )
@@ -152,25 +153,58 @@ def sweep_passes(
 ) -> SweepScores:
     """The grid pass over prepared passes, then the fit. When the scores are recomputed at
     every step, a pilot on the first queries runs first, and the grid pass also probes
-    around its optimum: the fit then usually needs no more pass over the scores. Probes
-    that a dense grid already holds cost no exponentials of their own: the grid pass takes
-    the moments at those grid temperatures instead."""
+    around its optimum: the fit then usually needs no more pass over the scores.
+
+    When the grid pass takes its sums from histograms of the scores (``binned``), moments
+    cost no exponentials: it takes them at the pilot's probes, at the grid temperatures
+    near its optimum (at all of them without a pilot) and, when that optimum lies beyond
+    the grid, on a ladder out to it. Otherwise probes that a dense grid already holds
+    stand in for the pilot's: the grid pass takes the moments at those grid temperatures
+    instead."""
     scales = _pilot_probes(passes, temperatures) if summer is None else []
-    on_grid = _grid_probes(temperatures, scales)
-    kept = [i for i in range(len(temperatures)) if i not in on_grid]
-    probes = [temperatures[i] for i in on_grid] if on_grid else [1.0 / s for s in scales]
-    folded = fold_passes(passes, [temperatures[i] for i in kept], probes, on_rows_done)
-    scales = [1.0 / t for t in probes]
-    # The grid's columns back in grid order (a probe that is a grid temperature in its place).
-    order = torch.tensor(kept + on_grid, device=folded.loss.device).argsort()
-    loss = folded.loss[:, :len(temperatures)][:, order]
+    probes = _binned_probes(temperatures, scales)
+    if binned_width(passes[0], [*temperatures, *probes]) is None:
+        on_grid = _grid_probes(temperatures, scales)
+        probes = [temperatures[i] for i in on_grid] if on_grid else [1.0 / s for s in scales]
+    kept = [t for t in temperatures if t not in probes]
+    folded = fold_passes(passes, kept, probes, on_rows_done)
+    # The grid's columns in grid order (a probe that is a grid temperature in its place).
+    column = {t: i for i, t in enumerate([*kept, *probes])}
+    loss = folded.loss[:, torch.tensor([column[t] for t in temperatures],
+                                       device=folded.loss.device)]
     grid = replace(folded, loss=loss, softmax_gap=None, softmax_variance=None,
                    mean_candidate_gap=None)
     means = _Means(summer)
-    known = _points(folded, scales, means, len(kept)) if scales else None
+    known = _points(folded, [1.0 / t for t in probes], means, len(kept)) if probes else None
     optimum = fit_temperature(passes, temperatures, grid.loss.detach(), grid.positive_unbeaten,
                               summer, known)
     return SweepScores(grid, temperatures, optimum)
+
+
+def _binned_probes(temperatures: Sequence[float], scales: Sequence[float]) -> list[float]:
+    """The probe temperatures of a binned grid pass, ascending: without a pilot, the whole
+    grid; with one (its probes at ``scales``), those probes, the grid temperatures within
+    ``_WINDOW`` of its optimum, and a ladder out to that optimum when it lies beyond the
+    grid."""
+    if not scales:
+        return list(temperatures)
+    pilot = 1.0 / scales[len(scales) // 2]
+    near = [t for t in temperatures if pilot / _WINDOW <= t <= pilot * _WINDOW]
+    return sorted({*near, *(1.0 / s for s in scales), *_ladder(temperatures, pilot)})
+
+
+def _ladder(temperatures: Sequence[float], pilot: float) -> list[float]:
+    """Temperatures from the grid's edge out to a little past the pilot's optimum when that
+    lies beyond the grid, at most ``_LADDER_RUNGS``, spaced as a 64-step default grid (or
+    wider, to reach)."""
+    low, high = temperatures[0], temperatures[-1]
+    if low <= pilot <= high:
+        return []
+    edge, far = (high, pilot * _LADDER_REACH) if pilot > high else (low, pilot / _LADDER_REACH)
+    span = abs(math.log(far / edge))
+    rungs = min(_LADDER_RUNGS, math.ceil(span / math.log(_LADDER_RATIO)))
+    return [edge * math.exp(math.copysign(span, far - edge) * i / rungs)
+            for i in range(1, rungs + 1)]
 
 
 def _grid_probes(temperatures: Sequence[float], probes: Sequence[float]) -> list[int]:
@@ -277,3 +311,9 @@ _PILOT_GRID = 16
 _PILOT_PRECISION = 1e-2
 _PILOT_CLUSTER = (-0.15, -0.05, 0.0, 0.05, 0.15)
 """Relative offsets in s of the probes around the pilot's optimum."""
+_WINDOW = 1.5
+"""Grid temperatures within this ratio of the pilot's optimum are probed too."""
+_LADDER_RATIO = 100 ** (1 / 63)
+_LADDER_RUNGS = 64
+_LADDER_REACH = 1.25
+"""How far past the pilot's optimum (a ratio in τ) a ladder beyond the grid reaches."""
