@@ -236,7 +236,7 @@ InBatchOpt = Annotated[bool, typer.Option("--in-batch", metavar="", rich_help_pa
 BatchSizeOpt = Annotated[int | None, typer.Option(metavar="INT", rich_help_panel=NEGATIVES, help="Split the pairs into consecutive batches of this size for in-batch negatives, as a training step would.", show_default=False)]
 SymmetricOpt = Annotated[bool, typer.Option("--symmetric", metavar="", rich_help_panel=NEGATIVES, help="Average the query→positive and positive→query losses (CLIP); in-batch only.")]
 DeviceOpt = Annotated[str, typer.Option(metavar="DEVICE", rich_help_panel=ENGINE, help="auto, cpu, cuda or cuda:N.")]
-DtypeOpt = Annotated[DtypeChoice, typer.Option(metavar="DTYPE", rich_help_panel=ENGINE, help="float32, float64, bfloat16 or float16: the precision of the similarity computation; reductions stay float32 or better.")]
+DtypeOpt = Annotated[DtypeChoice, typer.Option(metavar="DTYPE", rich_help_panel=ENGINE, help="float32, float64, bfloat16 or float16: the precision of the similarity computation; reductions stay float32 or better. bfloat16 and float16 are faster only on a GPU or a CPU with bf16 matrix units (AMX).")]
 AllowTf32Opt = Annotated[bool, typer.Option("--allow-tf32", metavar="", rich_help_panel=ENGINE, help="On CUDA, let float32 matrix products use TF32 (faster, less exact).")]
 MaxMemoryOpt = Annotated[str, typer.Option(metavar="SIZE", rich_help_panel=ENGINE, help="Working-memory budget for score blocks, e.g. 512MiB or 4GB.")]
 PosIdsOpt = Annotated[str | None, typer.Option(metavar="PATH", rich_help_panel=MASKING, help="Ids of the positives (N,), .npy: an in-batch candidate or hard negative with the query's positive id is not a negative.", show_default=False)]
