@@ -35,6 +35,8 @@ _NARROWEST = 2.0**-11
 """Narrower bins (scales above about 220, τ below about 0.0045) take exponentials."""
 _CHUNK_SCORES = 2**18
 """Scores binned at a time: their work space stays in the CPU's cache."""
+_ONE = torch.ones(1)
+"""Expanded to count the scores in each bin."""
 
 
 def bin_width(scales: Sequence[float]) -> float | None:
@@ -148,7 +150,7 @@ class BinnedSums:
         delta = scaled.sub_(centre)  # exact: both are multiples of the score's last bit
         index = self._take("index", shape, torch.int64).copy_(centre.add_(self.offset))
         table = self.table[:, start:start + shape[0]]
-        table[0].scatter_add_(1, index, self._take("ones", shape, fill=1.0))
+        table[0].scatter_add_(1, index, _ONE.expand(shape))
         table[1].scatter_add_(1, index, delta)
         square = torch.mul(delta, delta, out=centre)
         table[2].scatter_add_(1, index, square)
@@ -156,14 +158,13 @@ class BinnedSums:
         table[3].scatter_add_(1, index, power)
         table[4].scatter_add_(1, index, torch.mul(square, square, out=power))
 
-    def _take(self, name: str, shape: tuple[int, ...], dtype: torch.dtype = torch.float32,
-              fill: float | None = None) -> torch.Tensor:
-        """Work space of this shape, reused by every chunk (``fill``: filled once)."""
+    def _take(self, name: str, shape: tuple[int, ...],
+              dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Work space of this shape, reused by every chunk of the fold."""
         size = math.prod(shape)
         buffer = self.bins.space.get(name)
         if buffer is None or buffer.numel() < size:
-            buffer = self.bins.space[name] = (torch.empty(size, dtype=dtype) if fill is None
-                                          else torch.full((size,), fill, dtype=dtype))
+            buffer = self.bins.space[name] = torch.empty(size, dtype=dtype)
         return buffer[:size].view(shape)
 
     def finish(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

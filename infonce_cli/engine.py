@@ -234,13 +234,12 @@ def _fold(
     first_rows: int | None = None,
 ) -> PerSampleScores:
     options = source.options
-    scales = torch.tensor([1.0 / t for t in temperatures],
-                          dtype=reduction_dtype(options.dtype), device=options.device)
+    inverse = [1.0 / t for t in temperatures]
+    scales = torch.tensor(inverse, dtype=reduction_dtype(options.dtype), device=options.device)
     picks_rows = _picks_rows(options.device)
     width = binned_width(source, temperatures)
     bins = (None if width is None
-            else Bins.for_fold(width, source.query_block, [1.0 / t for t in temperatures],
-                               moments_from))
+            else Bins.for_fold(width, source.query_block, inverse, moments_from))
     # Results go straight into full-length tensors: many small blocks kept alive between
     # large temporaries would fragment the heap and hold on to memory.
     merged: dict[str, torch.Tensor] = {}
