@@ -235,53 +235,94 @@ class TopK:
     """Each query's k best-scoring candidates so far, best first, equal scores in index
     order (−inf and −1 while it has fewer).
 
-    A block is reduced to the maxima of its groups of ``_GROUP`` columns; only the
-    groups whose maximum beats a query's k-th best so far are looked into, and their
-    entries that beat it are merged with the running list by one small stable sort. Once
-    the lists fill up those groups are few, so a block costs little more than its maxima.
-    Blocks come in index order, so an entry tying with the k-th best comes after it and
-    does not enter."""
+    A block is reduced to the maxima of its groups of ``_GROUP`` columns (which also give
+    its row maxima); only the groups whose maximum beats a query's k-th best at the
+    last merge are looked into, and their entries that beat it are set aside. The entries
+    set aside are merged into the lists by one small stable sort once there are about k
+    per query, and when the lists are read. Once the lists fill up few entries beat them,
+    so a block costs little more than its maxima. Blocks come in index order, so an entry
+    tying with the k-th best comes after it and does not enter; a k-th best from an older
+    merge is at most the current one, so it only sets more entries aside."""
 
     def __init__(self, k: int, like: torch.Tensor) -> None:
         self.k = k
-        self.scores = like.new_full((like.shape[0], k), -math.inf)
-        self.index = torch.full((like.shape[0], k), -1, dtype=torch.int64, device=like.device)
+        self._scores = like.new_full((like.shape[0], k), -math.inf)
+        self._index = torch.full((like.shape[0], k), -1, dtype=torch.int64, device=like.device)
+        self._aside: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._aside_count = 0
 
-    def update(self, scores: torch.Tensor, first_index: int) -> None:
-        entering = self._entering(scores)
-        if entering is None:
-            return
-        row, column = entering
-        # The entries that can enter, packed to the left of each row in column order.
-        counts = torch.bincount(row, minlength=scores.shape[0])
-        place = torch.arange(len(row), device=row.device) - (counts.cumsum(0) - counts)[row]
-        values = scores.new_full((scores.shape[0], int(counts.max())), -math.inf)
-        values[row, place] = scores[row, column]
-        columns = torch.full_like(values, -1 - first_index, dtype=torch.int64)
-        columns[row, place] = column
-        merged = torch.cat([self.scores, values.to(self.scores.dtype)], dim=1)
-        # A stable sort: equal scores keep their order, the running list's first.
-        ordered, picked = torch.sort(merged, dim=1, descending=True, stable=True)
-        self.scores, picked = ordered[:, :self.k], picked[:, :self.k]
-        index = torch.cat([self.index, columns + first_index], dim=1).gather(1, picked)
-        self.index = torch.where(torch.isfinite(self.scores), index, -1)
+    @property
+    def scores(self) -> torch.Tensor:
+        """(Q, k): the best scores, best first."""
+        self._merge()
+        return self._scores
 
-    def _entering(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """(row, column) of the block's entries that can enter the lists, row by row in
-        column order (None when there are none): those above the row's k-th best so far,
-        and, while the lists fill up, at or above a bound on the block's own k-th best
-        (ties included, so that the lowest indices can win)."""
+    @property
+    def index(self) -> torch.Tensor:
+        """(Q, k) int64: their candidates' indices."""
+        self._merge()
+        return self._index
+
+    @staticmethod
+    def _grouped(scores: torch.Tensor) -> torch.Tensor:
+        """(B, G, ``_GROUP``): a block's columns in groups, the last one filled up with −inf
+        when the width is not a multiple of the group."""
         rows, width = scores.shape
-        if not scores.numel():
-            return None
         groups = -(-width // _GROUP)
-        padded = scores
-        if width % _GROUP:  # the last group is filled up with −inf
+        if width % _GROUP:
             padded = scores.new_full((rows, groups * _GROUP), -math.inf)
             padded[:, :width] = scores
-        grouped = padded.reshape(rows, groups, _GROUP)
+            scores = padded
+        return scores.reshape(rows, groups, _GROUP)
+
+    def update(self, scores: torch.Tensor, first_index: int) -> torch.Tensor:
+        """Fold in a (B, C) block whose first column is candidate ``first_index``; return
+        its row maxima, which its group maxima give for free."""
+        if not scores.numel():
+            return scores.new_full(scores.shape[:1], -math.inf)
+        grouped = self._grouped(scores)
         group_max = grouped.amax(dim=2)
-        kth = self.scores[:, -1:].to(scores.dtype)
+        entering = self._entering(scores, grouped, group_max)
+        if entering is not None:
+            row, column = entering
+            self._aside.append((row, column + first_index, scores[row, column]))
+            self._aside_count += len(row)
+            if self._aside_count >= self.k * scores.shape[0]:
+                self._merge()
+        return group_max.amax(dim=1)
+
+    def _merge(self) -> None:
+        """Merge the entries set aside (per query in index order) into the lists."""
+        if not self._aside:
+            return
+        row, index, value = (torch.cat(part) for part in zip(*self._aside, strict=True))
+        if len(self._aside) > 1:  # several blocks' entries: by row, each in index order
+            order = torch.argsort(row, stable=True)
+            row, index, value = row[order], index[order], value[order]
+        self._aside, self._aside_count = [], 0
+        # The entries, packed to the left of each row in index order.
+        rows = self._scores.shape[0]
+        counts = torch.bincount(row, minlength=rows)
+        place = torch.arange(len(row), device=row.device) - (counts.cumsum(0) - counts)[row]
+        values = self._scores.new_full((rows, int(counts.max())), -math.inf)
+        values[row, place] = value.to(values.dtype)
+        indices = torch.full_like(values, -1, dtype=torch.int64)
+        indices[row, place] = index
+        merged = torch.cat([self._scores, values], dim=1)
+        # A stable sort: equal scores keep their order, the running list's first.
+        ordered, picked = torch.sort(merged, dim=1, descending=True, stable=True)
+        self._scores, picked = ordered[:, :self.k], picked[:, :self.k]
+        chosen = torch.cat([self._index, indices], dim=1).gather(1, picked)
+        self._index = torch.where(torch.isfinite(self._scores), chosen, -1)
+
+    def _entering(self, scores: torch.Tensor, grouped: torch.Tensor, group_max: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(row, column) of the block's entries that can enter the lists, row by row in
+        column order (None when there are none): those above the row's k-th best at the
+        last merge, and, while the lists fill up, at or above a bound on the block's own
+        k-th best (ties included, so that the lowest indices can win)."""
+        groups = grouped.shape[1]
+        kth = self._scores[:, -1:].to(scores.dtype)
         passing = group_max > kth
         floor = None
         if int(passing.sum(dim=1).max()) > self.k:
@@ -343,10 +384,9 @@ class RunningState:
         with torch.no_grad():
             self.ranks.count(block, scores.shape[1])
             detached = scores.detach()
-            block_max = detached.amax(dim=1).to(dtype)
+            block_max = (detached.amax(dim=1) if self.top is None
+                         else self.top.update(detached, block.first_index)).to(dtype)
             self.ranks.update(detached, block_max, block.first_index)
-            if self.top is not None:
-                self.top.update(detached, block.first_index)
             if self.bins is not None:
                 self.bins.add(detached)
                 return

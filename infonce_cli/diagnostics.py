@@ -5,8 +5,8 @@ All rows are L2-normalised first (x̂). For queries Q and positives P, row-align
 - alignment: the mean over pairs of ‖q̂_i − p̂_i‖² (Wang & Isola 2020, α = 2);
 - uniformity, per side: log of the mean over distinct pairs i < j of
   exp(−2‖x̂_i − x̂_j‖²) = exp(4·x̂_i·x̂_j − 4), exact over all N(N−1)/2 pairs: one
-  pass over the upper triangle of blocks, each block's terms summed at once (they lie
-  in [e⁻⁸, 1], so no running maximum is needed);
+  pass over the upper triangle of blocks, each block's exp(4·x̂_i·x̂_j) summed at once
+  (they lie in [e⁻⁴, e⁴], so no running maximum is needed);
 - effective rank, per side: RankMe, exp(−Σ p_k log p_k) with p_k = σ_k / Σσ + 1e-7 over
   the singular values of the (N, d) matrix of unit rows, from its d × d Gram matrix
   accumulated over row blocks in float64;
@@ -44,7 +44,9 @@ RANKME_EPSILON = 1e-7
 """Added to each normalised singular value before the entropy, as in RankMe."""
 
 _ROW_BLOCK = 512
-_COLUMN_BLOCK = 2048
+_PAIR_ROWS = 1024
+_PAIR_COLUMNS = 2048
+"""Uniformity's blocks of pairs: the shape at which the matrix products run fastest."""
 
 
 def unit_rows(rows: torch.Tensor) -> torch.Tensor:
@@ -113,20 +115,20 @@ def uniformity(source: Rows, dtype: torch.dtype, device: torch.device,
                                                                device)
 
     total = torch.zeros((), dtype=torch.float64, device=device)
-    work = torch.empty((min(n, _ROW_BLOCK), min(n, _COLUMN_BLOCK)), dtype=dtype, device=device)
-    shift = torch.full((), -4.0, dtype=dtype, device=device)
-    for start in range(0, n, _ROW_BLOCK):
-        rows = units(start, start + _ROW_BLOCK)
-        for first in range(start, n, _COLUMN_BLOCK):
-            candidates = units(first, first + _COLUMN_BLOCK)
+    work = torch.empty((min(n, _PAIR_ROWS), min(n, _PAIR_COLUMNS)), dtype=dtype, device=device)
+    for start in range(0, n, _PAIR_ROWS):
+        rows = units(start, start + _PAIR_ROWS) * 4.0
+        for first in range(start, n, _PAIR_COLUMNS):
+            candidates = units(first, first + _PAIR_COLUMNS)
             terms = work[:rows.shape[0], :candidates.shape[0]]
-            torch.addmm(shift, rows, candidates.T, alpha=4.0, out=terms).exp_()
+            torch.mm(rows, candidates.T, out=terms).exp_()  # exp(4·x̂_i·x̂_j) ≤ e⁴
             if first < start + rows.shape[0]:  # the block holds the diagonal: i < j only
                 terms.triu_(diagonal=start - first + 1)
             # Each row's terms summed in the work dtype, the rows' sums in float64.
             total += terms.sum(dim=1).sum(dtype=torch.float64)
-    # At most 0 (every row the same), whatever the rounding.
-    return min(0.0, math.log(float(total)) - math.log(n * (n - 1) / 2))
+    # exp(−2‖x̂_i − x̂_j‖²) = exp(4·x̂_i·x̂_j − 4). At most 0 (every row the same), whatever
+    # the rounding.
+    return min(0.0, math.log(float(total)) - 4.0 - math.log(n * (n - 1) / 2))
 
 
 def geometry(query: Rows, positive: Rows, device: torch.device
@@ -237,9 +239,11 @@ def _check_rows(*sides: tuple[str, Rows]) -> None:
             raise InputError(f"{arg('diagnostics')} needs at least 2 {name}: uniformity and "
                              f"anisotropy compare distinct rows (got {int(rows.shape[0])})")
         for start in range(0, int(rows.shape[0]), _ROW_BLOCK):
-            block = torch.as_tensor(np.asarray(rows[start:start + _ROW_BLOCK]))
-            zero = torch.nonzero((block != 0).sum(dim=-1) == 0).squeeze(1)
-            if zero.numel():
+            block = rows[start:start + _ROW_BLOCK]
+            block = (block.detach().cpu().numpy() if isinstance(block, torch.Tensor)
+                     else np.asarray(block))
+            zero = np.flatnonzero(~block.any(axis=-1))
+            if zero.size:
                 raise InputError(f"{arg('diagnostics')} normalises every row, and row "
                                  f"{start + int(zero[0])} of the {name} is all zeros")
 

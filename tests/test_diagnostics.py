@@ -423,8 +423,8 @@ def test_uniformity_over_many_blocks(rng, monkeypatch):
     x = rng.normal(size=(37, 6)).astype(np.float32)
     expected = uniformity_reference(x)
     for rows, columns in ((4, 7), (7, 4), (1, 1), (8, 3)):
-        monkeypatch.setattr(diagnostics, "_ROW_BLOCK", rows)
-        monkeypatch.setattr(diagnostics, "_COLUMN_BLOCK", columns)
+        monkeypatch.setattr(diagnostics, "_PAIR_ROWS", rows)
+        monkeypatch.setattr(diagnostics, "_PAIR_COLUMNS", columns)
         for budget in (2**30, 16):  # kept, and read again for each block
             assert diagnostics.uniformity(x, torch.float64, torch.device("cpu"),
                                           budget) == pytest.approx(expected, rel=1e-12)

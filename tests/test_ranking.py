@@ -225,19 +225,25 @@ def test_top_lists_break_ties_by_index_whatever_the_blocks(width):
                                                (25, 130, 3), (70, 64, 4), (70, 1000, 5)])
 def test_top_lists_equal_a_stable_sort_of_the_whole_rows(k, width, seed):
     """Scores from a few values (ties everywhere) with −inf entries, in blocks of any
-    width: each list is the row's k best by a stable sort, −1 past its finite scores."""
+    width: each list is the row's k best by a stable sort, −1 past its finite scores, when
+    read halfway (of the columns so far) as at the end."""
     from infonce_cli.accumulators import TopK
+
+    def best(seen):
+        want = torch.argsort(-seen, dim=1, stable=True)[:, :k]
+        return torch.where(torch.isfinite(seen.gather(1, want)), want, -1)
 
     rng = np.random.default_rng(seed)
     scores = torch.from_numpy(rng.integers(0, 40, size=(33, 3000)).astype(np.float32))
     scores[rng.random(scores.shape) < 0.2] = -math.inf
     scores[5, 7:] = -math.inf  # a row with fewer than k candidates
     top = TopK(k, scores)
+    halfway = width * max(1, scores.shape[1] // width // 2)
     for first in range(0, scores.shape[1], width):
+        if first == halfway:
+            assert torch.equal(top.index, best(scores[:, :halfway]))
         top.update(scores[:, first:first + width], first)
-    want = torch.argsort(-scores, dim=1, stable=True)[:, :k]
-    want = torch.where(torch.isfinite(scores.gather(1, want)), want, -1)
-    assert torch.equal(top.index, want)
+    assert torch.equal(top.index, best(scores))
 
 
 def test_duplicates_at_the_kth_place_keep_the_first_rows_in_bfloat16_too():
