@@ -390,13 +390,36 @@ def startup_summary(results: list[Measurement]) -> list[str]:
 
 
 def suite_diagnostics() -> list[Measurement]:
-    """Issue: score --diagnostics against plain score, in-batch N = 16,384, d = 384."""
+    """Issue: score --diagnostics against plain score, in-batch N = 16,384, d = 384; the
+    bare work of the exact uniformity alone."""
     q, p = pairs(16384, 384, 3.0)
-    return alternate([
+    return [*alternate([
         Job("infonce score", ours("score", "-q", q, "-p", p)),
         Job("infonce score --diagnostics", ours("score", "-q", q, "-p", p, "--diagnostics"),
             baseline="infonce score"),
-    ])
+    ]), once("bare exact uniformity of both sides (torch, preloaded)",
+             [str(HERE / "workers.py"), "uniformity-floor", str(q), str(p)])]
+
+
+def diagnostics_summary(results: list[Measurement]) -> list[str]:
+    """--diagnostics against score (target ≤ 1.3×), and the least the exact uniformity
+    alone would add."""
+    named = {run.name: run for run in results}
+    score, diagnosed = named.get("infonce score"), named.get("infonce score --diagnostics")
+    floor = next((r for r in results if r.name.startswith("bare exact uniformity")), None)
+    lines = []
+    if score and diagnosed and score.ok and diagnosed.ok:
+        ratio = diagnosed.wall / score.wall
+        lines.append(f"- score --diagnostics / score: {ratio:.2f}× "
+                     f"{_round_ratios(diagnosed, score)} (target ≤ 1.3×: "
+                     f"{'met' if ratio <= 1.3 else 'NOT met'})")
+        if floor and floor.ok and floor.output:
+            seconds = floor.output["compute_seconds"]
+            lines.append(f"- the exact uniformity of both sides alone, bare on preloaded "
+                         f"tensors: {seconds:.2f} s, so with our whole score process at "
+                         f"{score.wall:.2f} s, --diagnostics could not take less than "
+                         f"{(score.wall + seconds) / score.wall:.2f}× one score here")
+    return lines
 
 
 REAL = HERE.parent.parent / "shared" / "data" / "debian-minilm"
@@ -733,7 +756,7 @@ SUITES: dict[str, Callable[[], list[Measurement]]] = {
 }
 SUMMARIES: dict[str, Callable[[list[Measurement]], list[str]]] = {
     "startup": startup_summary, "sweep": sweep_summary, "real": real_summary,
-    "gpu": gpu_summary, "retrieval": retrieval_summary}
+    "diagnostics": diagnostics_summary, "gpu": gpu_summary, "retrieval": retrieval_summary}
 SKIPPED = {"real": f"no debian-minilm set at {REAL}", "gpu": "no CUDA device"}
 
 

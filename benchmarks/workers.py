@@ -17,6 +17,13 @@ chunk of 16 rows at a time, T exponentials of the scaled scores summed per row (
 multiply, exp and sum, the fewest passes torch ops allow); prints
 {"products_seconds": …, "exp_seconds": …, "compute_seconds": …}.
 
+    python benchmarks/workers.py uniformity-floor QUERY POS
+
+the bare work of the exact uniformity of both sides on preloaded tensors: for each side,
+the products of its normalised rows over the upper triangle of blocks (1,024 × 2,048, the
+fastest shape here) and Σ exp(4·x̂_i·x̂_j) per block, the least any exact computation of it
+does; prints {"compute_seconds": …, "uniformity": {"query": …, "pos": …}}.
+
     python benchmarks/workers.py retrieval-matmul ROWS COLUMNS pairs|queries QUERY CORPUS QRELS
 
 times the bare float32 products of a retrieval run's shapes: blocks of ROWS relevant
@@ -42,6 +49,7 @@ query, evaluated by ranx (nDCG@10, MAP@100, recall@100); the best neighbour of t
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 
@@ -55,6 +63,9 @@ def main() -> None:
         return
     if sys.argv[1] == "sweep-floor":
         sweep_floor(*sys.argv[2:])
+        return
+    if sys.argv[1] == "uniformity-floor":
+        uniformity_floor(*sys.argv[2:])
         return
     if sys.argv[1] in RETRIEVAL_WORKERS:
         RETRIEVAL_WORKERS[sys.argv[1]](*sys.argv[2:])
@@ -157,6 +168,27 @@ def sweep_floor(steps_text: str, query_path: str, pos_path: str) -> None:
         exps += time.perf_counter() - began
     print(json.dumps({"products_seconds": products, "exp_seconds": exps,
                       "compute_seconds": products + exps}))
+
+
+def uniformity_floor(query_path: str, pos_path: str) -> None:
+    """The exact uniformity of both sides, bare (see the module's docstring)."""
+    sides = {name: torch.nn.functional.normalize(torch.from_numpy(np.load(path)), dim=1)
+             for name, path in (("query", query_path), ("pos", pos_path))}
+    began = time.perf_counter()
+    uniformity = {}
+    for name, units in sides.items():
+        n = len(units)
+        total = 0.0
+        for start in range(0, n, 1024):
+            rows = units[start:start + 1024] * 4.0
+            for first in range(start, n, 2048):
+                terms = (rows @ units[first:first + 2048].T).exp_()
+                if first < start + len(rows):
+                    terms.triu_(diagonal=start - first + 1)
+                total += float(terms.sum(dim=1).sum(dtype=torch.float64))
+        uniformity[name] = math.log(total) - 4.0 - math.log(n * (n - 1) / 2)
+    print(json.dumps({"compute_seconds": time.perf_counter() - began,
+                      "uniformity": uniformity}))
 
 
 # ---------------------------------------------------------------- retrieval
