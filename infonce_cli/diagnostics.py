@@ -240,9 +240,9 @@ def _check_rows(*sides: tuple[str, Rows]) -> None:
                              f"anisotropy compare distinct rows (got {int(rows.shape[0])})")
         for start in range(0, int(rows.shape[0]), _ROW_BLOCK):
             block = rows[start:start + _ROW_BLOCK]
-            block = (block.detach().cpu().numpy() if isinstance(block, torch.Tensor)
-                     else np.asarray(block))
-            zero = np.flatnonzero(~block.any(axis=-1))
+            nonzero = (block.detach().ne(0).any(dim=-1).cpu().numpy()
+                       if isinstance(block, torch.Tensor) else np.asarray(block).any(axis=-1))
+            zero = np.flatnonzero(~nonzero)
             if zero.size:
                 raise InputError(f"{arg('diagnostics')} normalises every row, and row "
                                  f"{start + int(zero[0])} of the {name} is all zeros")

@@ -500,3 +500,8 @@ def test_rows_of_zeros_are_refused_and_tiny_rows_normalised_exactly(rng, data):
     assert result.exit_code == 1
     assert result.stderr == ("error: --diagnostics normalises every row, and row 3 of the "
                              "queries is all zeros\n")
+    from infonce_cli.diagnostics import _check_rows
+    from infonce_cli.errors import InputError
+    half = torch.from_numpy(query).bfloat16()  # tensors are checked as they come
+    with pytest.raises(InputError, match="row 3 of the queries is all zeros"):
+        _check_rows(("queries", half), ("positives", torch.from_numpy(positive)))
