@@ -26,7 +26,7 @@ import torch
 from .accumulators import EXP_FLOOR, Scratch, TopK
 from .engine import EngineOptions, NegativeMode, Rows, float_modes, plan_blocks
 from .rows import RowReader, fingerprint, gather_rows
-from .similarity import paired, pairwise, prepare_rows, reduction_dtype
+from .similarity import Similarity, paired, pairwise, prepare_rows, reduction_dtype
 
 Array = np.ndarray[Any, Any]
 
@@ -66,8 +66,9 @@ def scan_corpus(
     """Scan the corpus for the query rows ``queries`` (sorted; every query of ``pairs``
     among them) at the first temperature of ``options``.
 
-    The corpus is the outer loop: each corpus block is read, prepared and fingerprinted
-    once, then scored against every block of queries, whose running states are all kept
+    The corpus is the outer loop: each corpus block is read, prepared and searched for
+    copies of the relevant documents once per group of queries, then scored against every
+    block of queries of the group, whose running states are all kept
     (a few numbers per query and pair, and the top-k lists). Queries are taken in groups
     whose rows and relevant documents fit half the memory budget: usually one group, so
     the corpus is read once."""
@@ -79,6 +80,9 @@ def scan_corpus(
                        options.max_memory, None)
     candidate_block = plan.candidate_block
     scale = 1.0 / options.temperatures[0]
+    # Cosine scores lie in [−1, 1] (a little more in half precision), so their exponents
+    # s·(x − max) cannot fall to where exp() is slow unless τ is below about 1/38.
+    clamps = options.similarity is not Similarity.COSINE or 2.1 * scale > -EXP_FLOOR
     queries_t = torch.from_numpy(np.asarray(queries, dtype=np.int64)).to(device)
     # Where each scanned query's pairs start and end (pairs are sorted by query).
     bounds = torch.searchsorted(pairs.query_row, torch.stack([queries_t, queries_t + 1]))
@@ -88,28 +92,35 @@ def scan_corpus(
     with torch.no_grad(), float_modes(options):
         row_bytes = dim * dtype.itemsize
         for group in _groups(bounds, plan.query_block, row_bytes, options.max_memory // 2):
+            group_low, group_high = int(bounds[0, group[0][0]]), int(bounds[1, group[-1][1] - 1])
+            copies = Copies.of(pairs, group_low, group_high, corpus, reader)
+            # Where each block's pairs start among the group's, and where the last ends.
+            cuts = torch.tensor([int(bounds[0, start]) - group_low for start, _ in group]
+                                + [group_high - group_low], device=device)
             blocks = []
-            for start, stop in group:
+            for (start, stop), low, high in zip(group, cuts[:-1].tolist(), cuts[1:].tolist(),
+                                                strict=True):
                 prepared = prepare_rows(reader.raw(gather_rows(query, queries[start:stop]), 0,
                                                    stop - start), options.similarity)
-                low, high = int(bounds[0, start]), int(bounds[1, stop - 1])
-                local = QueryBlock.of(pairs, low, high, queries_t[start:stop], prepared,
-                                      corpus, reader)
-                state = _QueryState(stop - start, high - low, scale, top_k, scratch)
+                local = QueryBlock.of(pairs, group_low + low, group_low + high,
+                                      queries_t[start:stop], prepared,
+                                      copies.documents[low:high], reader.similarity)
+                state = _QueryState(stop - start, high - low, scale, clamps, top_k,
+                                    scratch)
                 blocks.append((prepared, local, state))
-            group_pairs = int(bounds[1, group[-1][1] - 1] - bounds[0, group[0][0]])
             for first in range(0, total, candidate_block):
                 last = min(first + candidate_block, total)
                 raw = reader.raw(corpus, first, last)
-                prints = fingerprint(raw)
+                found = copies.find(raw, first)
                 documents = prepare_rows(raw, options.similarity)
-                for prepared, local, state in blocks:
+                for (prepared, local, state), copied in zip(blocks, found.split(cuts),
+                                                            strict=True):
                     scores = pairwise(prepared, documents, options.similarity)
                     if scores.dtype != dtype:  # half precision: widened into reused space
                         scores = scratch.take("scores", tuple(scores.shape)).copy_(scores)
-                    local.own_scores(scores, raw, prints)
-                    state.update(scores, local, first)
-                progress.to(group_pairs * last // total)
+                    local.own_scores(scores, copied)
+                    state.update(scores, local, first, copied)
+                progress.to((group_high - group_low) * last // total)
             for (start, stop), (_, local, state) in zip(group, blocks, strict=True):
                 out.put(start, stop, int(bounds[0, start]), int(bounds[1, stop - 1]), state,
                         local.score)
@@ -151,67 +162,100 @@ class _Progress:
         self.reported = 0
 
 
-@dataclass
-class QueryBlock:
-    """The pairs of a block of queries: each pair's query as a block row, its document (raw,
-    in the compute dtype), the pair's own score, and the pairs sorted by their documents'
-    fingerprints (to find the documents' copies in a corpus block)."""
+@dataclass(frozen=True)
+class Found:
+    """Copies of relevant documents in a corpus block: for each, its pair (sorted), its
+    column, and whether it is the document of a positive pair itself (not a copy)."""
 
-    pair_query: torch.Tensor
-    doc_row: torch.Tensor
-    positive: torch.Tensor
-    documents: torch.Tensor
-    score: torch.Tensor
-    by_print: torch.Tensor
-    sorted_prints: torch.Tensor
+    pair: torch.Tensor  # (F,) int64
+    column: torch.Tensor  # (F,) int64
+    own_positive: torch.Tensor  # (F,) bool
+
+    def split(self, cuts: torch.Tensor) -> list[Found]:
+        """Those of the pairs [cuts[i], cuts[i + 1]), numbered from cuts[i], for each i."""
+        at = torch.searchsorted(self.pair, cuts).tolist()
+        return [Found(self.pair[a:b] - low, self.column[a:b], self.own_positive[a:b])
+                for a, b, low in zip(at[:-1], at[1:], cuts[:-1].tolist(), strict=True)]
+
+
+@dataclass(frozen=True)
+class Copies:
+    """The relevant documents of a group of pairs (raw, in the compute dtype, in pair
+    order) sorted by their fingerprints, to find each one's copies in a corpus block: the
+    document itself and every bit-identical row."""
+
+    documents: torch.Tensor  # (P, d)
+    doc_row: torch.Tensor  # (P,) int64
+    positive: torch.Tensor  # (P,) bool
+    by_print: torch.Tensor  # (P,) int64
+    sorted_prints: torch.Tensor  # (P,) int64
 
     @classmethod
-    def of(cls, pairs: QueryPairs, low: int, high: int, queries: torch.Tensor,
-           prepared: torch.Tensor, corpus: Rows, reader: RowReader) -> QueryBlock:
-        """Pairs [low, high) of the block of ``queries`` (prepared rows ``prepared``)."""
-        pair_query = torch.searchsorted(queries, pairs.query_row[low:high])
+    def of(cls, pairs: QueryPairs, low: int, high: int, corpus: Rows,
+           reader: RowReader) -> Copies:
+        """The documents of pairs [low, high)."""
         doc_row = pairs.doc_row[low:high]
         documents = reader.raw(gather_rows(corpus, doc_row.cpu().numpy()), 0, high - low)
-        score = paired(prepared[pair_query], documents.unsqueeze(1), reader.similarity)[:, 0]
         prints = fingerprint(documents)
         by_print = torch.argsort(prints)
-        return cls(pair_query, doc_row, pairs.positive[low:high], documents,
-                   score.to(reduction_dtype(reader.dtype)), by_print, prints[by_print])
+        return cls(documents, doc_row, pairs.positive[low:high], by_print, prints[by_print])
 
-    def own_scores(self, scores: torch.Tensor, raw: torch.Tensor, prints: torch.Tensor) -> None:
-        """Give each relevant document, and every bit-identical copy of it in this corpus
-        block, its pair's own score (copies are found by fingerprint, then checked bit
-        for bit)."""
-        if not len(self.sorted_prints):
-            return
+    def find(self, raw: torch.Tensor, first: int) -> Found:
+        """The copies in the corpus block ``raw`` of rows [first, first + len(raw)): found by
+        fingerprint, then checked bit for bit."""
+        prints = fingerprint(raw)
         # Join the block's fingerprints with the pairs' by sorting: for each column, the
         # run of pairs with the same fingerprint.
         low = torch.searchsorted(self.sorted_prints, prints)
         count = torch.searchsorted(self.sorted_prints, prints, right=True) - low
-        if not bool(count.any()):
-            return
         column = torch.arange(len(prints), device=prints.device).repeat_interleave(count)
         start = low.repeat_interleave(count)
         step = torch.arange(len(column), device=prints.device) - (
             count.cumsum(0) - count).repeat_interleave(count)
         pair = self.by_print[start + step]
         same = (raw[column] == self.documents[pair]).all(dim=-1)
-        pair, column = pair[same], column[same]
-        scores[self.pair_query[pair], column] = self.score[pair].to(scores.dtype)
+        pair, order = pair[same].sort()
+        column = column[same][order]
+        return Found(pair, column, self.positive[pair] & (self.doc_row[pair] == column + first))
 
-    def positives_in(self, first: int, last: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(block row, column) of the positives that lie in corpus rows [first, last)."""
-        inside = self.positive & (self.doc_row >= first) & (self.doc_row < last)
-        return self.pair_query[inside], self.doc_row[inside] - first
+
+@dataclass(frozen=True)
+class QueryBlock:
+    """The pairs of a block of queries: each pair's query as a block row and the pair's own
+    score."""
+
+    pair_query: torch.Tensor
+    score: torch.Tensor
+
+    @classmethod
+    def of(cls, pairs: QueryPairs, low: int, high: int, queries: torch.Tensor,
+           prepared: torch.Tensor, documents: torch.Tensor,
+           similarity: Similarity) -> QueryBlock:
+        """Pairs [low, high) of the block of ``queries`` (prepared rows ``prepared``), whose
+        documents are ``documents`` (raw, in the compute dtype)."""
+        pair_query = torch.searchsorted(queries, pairs.query_row[low:high])
+        score = paired(prepared[pair_query], documents.unsqueeze(1), similarity)[:, 0]
+        return cls(pair_query, score.to(reduction_dtype(documents.dtype)))
+
+    def own_scores(self, scores: torch.Tensor, found: Found) -> None:
+        """Give each relevant document, and every bit-identical copy of it in this corpus
+        block, its pair's own score."""
+        scores[self.pair_query[found.pair], found.column] = self.score[found.pair].to(
+            scores.dtype)
+
+    def positives_in(self, found: Found) -> tuple[torch.Tensor, torch.Tensor]:
+        """(block row, column) of the positives that lie in this corpus block."""
+        own = found.own_positive
+        return self.pair_query[found.pair[own]], found.column[own]
 
 
 class _QueryState:
     """Running per-query state of one block of queries."""
 
-    def __init__(self, rows: int, pairs: int, scale: float, top_k: int,
+    def __init__(self, rows: int, pairs: int, scale: float, clamps: bool, top_k: int,
                  scratch: Scratch) -> None:
         dtype, device = scratch.like.dtype, scratch.like.device
-        self.scale = scale
+        self.scale, self.clamps = scale, clamps
         self.at_or_above = torch.zeros(pairs, dtype=torch.int64, device=device)
         self.maximum = torch.full((rows,), -math.inf, dtype=dtype, device=device)
         self.best_row = torch.full((rows,), -1, dtype=torch.int64, device=device)
@@ -219,11 +263,13 @@ class _QueryState:
         self.top = TopK(top_k, self.sums) if top_k else None
         self.scratch = scratch
 
-    def update(self, scores: torch.Tensor, pairs: QueryBlock, first: int) -> None:
-        """Fold a block of scores (queries × documents [first, first + C))."""
+    def update(self, scores: torch.Tensor, pairs: QueryBlock, first: int, found: Found
+               ) -> None:
+        """Fold a block of scores (queries × documents [first, first + C)), where the
+        relevant documents' copies ``found`` lie."""
         if self.top is not None:
             self.top.update(scores, first)
-        rows, columns = pairs.positives_in(first, first + scores.shape[1])
+        rows, columns = pairs.positives_in(found)
         scores[rows, columns] = -math.inf  # a query's positives are not its negatives
         block_max = scores.amax(dim=1)
         better = torch.nonzero(block_max > self.maximum).squeeze(1)
@@ -237,11 +283,13 @@ class _QueryState:
                                  torch.exp((self.maximum - shift) * self.scale), 0.0)
         self.maximum = new_maximum
         self._count(scores, block_max, pairs)
-        # s·(x − max) in one pass, clamped where it would be slow to exponentiate (the
-        # positives' −inf included), then exp and sum, in space reused by every block.
+        # s·(x − max) in one pass, clamped where it could be slow to exponentiate (exp(−inf)
+        # of the positives is not), then exp and sum, in space reused by every block.
         work = torch.add((shift * -self.scale)[:, None], scores, alpha=self.scale,
                          out=self.scratch.take("work", tuple(scores.shape)))
-        self.sums += work.clamp_(min=EXP_FLOOR).exp_().sum(dim=1)
+        if self.clamps:
+            work.clamp_(min=EXP_FLOOR)
+        self.sums += work.exp_().sum(dim=1)
 
     def _count(self, scores: torch.Tensor, block_max: torch.Tensor, pairs: QueryBlock) -> None:
         """Count, per pair, the block's negatives scoring at or above its document: only

@@ -11,24 +11,25 @@ import torch
 
 from infonce_cli.engine import EngineOptions
 from infonce_cli.ranking import Judged, relevant_positions
+from infonce_cli.similarity import Similarity
 
 Q, D, DIM = 30, 400, 16
 
 
-def _data(rng, duplicates: bool):
-    query = rng.normal(size=(Q, DIM)).astype(np.float32)
-    corpus = rng.normal(size=(D, DIM)).astype(np.float32)
+def _data(rng, duplicates: bool, queries: int = Q, documents: int = D, dim: int = DIM):
+    query = rng.normal(size=(queries, dim)).astype(np.float32)
+    corpus = rng.normal(size=(documents, dim)).astype(np.float32)
     pairs = {}
-    for q in range(Q):
-        for doc in rng.choice(D, size=int(rng.integers(1, 5)), replace=False):
+    for q in range(queries):
+        for doc in rng.choice(documents, size=int(rng.integers(1, 5)), replace=False):
             pairs[(q, int(doc))] = int(rng.integers(1, 4))
         corpus[next(iter(d for (qq, d) in pairs if qq == q))] = query[q] + rng.normal(
-            scale=0.5, size=DIM)
+            scale=0.5, size=dim)
     if duplicates:
         # Bit-identical copies: of relevant documents (relevant and not), and of others.
-        for q in range(0, Q, 3):
+        for q in range(0, queries, 3):
             docs = [d for (qq, d) in pairs if qq == q]
-            corpus[(docs[0] + 7) % D] = corpus[docs[0]]
+            corpus[(docs[0] + 7) % documents] = corpus[docs[0]]
             if len(docs) > 1:
                 corpus[docs[1]] = corpus[docs[0]]
     keys = sorted(pairs)
@@ -42,7 +43,13 @@ def _cosine(query, corpus):
     c = corpus.astype(np.float64)
     q /= np.linalg.norm(q, axis=1, keepdims=True)
     c /= np.linalg.norm(c, axis=1, keepdims=True)
-    return q @ c.T
+    return _dot(q, c)
+
+
+def _dot(query, corpus):
+    """Every product summed the same way, so that copies of a document tie exactly (a
+    matrix product may round equal columns differently)."""
+    return (query.astype(np.float64)[:, None, :] * corpus.astype(np.float64)[None]).sum(-1)
 
 
 def _reference_positions(scores, judged):
@@ -95,6 +102,34 @@ def test_positions_and_losses_match_brute_force(duplicates, supcon, min_relevanc
     for q in np.unique(judged.query_row):
         mine = out.position[judged.query_row == q]
         assert len(set(mine.tolist())) == len(mine)
+
+
+@pytest.mark.parametrize(("similarity", "temperature"),
+                         [("cosine", 0.1), ("cosine", 0.01), ("dot", 0.5)])
+def test_many_query_blocks_in_several_groups_match_brute_force(similarity, temperature):
+    """Several blocks of queries in each of several groups, each corpus block searched
+    once per group for the copies of the group's relevant documents: the same positions
+    and losses as a float64 brute force, whether the exponents need clamping (small τ,
+    dot products) or not."""
+    from infonce_cli.corpus_scan import _groups
+    from infonce_cli.engine import NegativeMode, plan_blocks
+
+    rng = np.random.default_rng(21)
+    query, corpus, judged = _data(rng, True, queries=300, documents=500, dim=4)
+    options = EngineOptions(temperatures=(temperature,), similarity=Similarity(similarity),
+                            max_memory=2**15)
+    plan = plan_blocks(300, 4, NegativeMode.SHARED, 0, "cpu", options.max_memory, None)
+    rows = torch.arange(300)
+    bounds = torch.searchsorted(torch.from_numpy(judged.query_row),
+                                torch.stack([rows, rows + 1]))
+    groups = list(_groups(bounds, plan.query_block, 4 * 4, options.max_memory // 2))
+    assert len(groups) > 1
+    assert max(len(group) for group in groups) > 2
+    out = relevant_positions(query, corpus, judged, options)
+    scores = (_cosine if similarity == "cosine" else _dot)(query, corpus)
+    np.testing.assert_array_equal(out.position, _reference_positions(scores, judged))
+    want = _reference_loss(scores, judged, temperature, 1, False)
+    np.testing.assert_allclose(out.loss, want, rtol=1e-5, atol=1e-4)
 
 
 def test_positions_do_not_depend_on_block_sizes_or_the_reader():
