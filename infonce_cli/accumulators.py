@@ -263,24 +263,12 @@ class TopK:
         self._merge()
         return self._index
 
-    @staticmethod
-    def _grouped(scores: torch.Tensor) -> torch.Tensor:
-        """(B, G, ``_GROUP``): a block's columns in groups, the last one filled up with −inf
-        when the width is not a multiple of the group."""
-        rows, width = scores.shape
-        groups = -(-width // _GROUP)
-        if width % _GROUP:
-            padded = scores.new_full((rows, groups * _GROUP), -math.inf)
-            padded[:, :width] = scores
-            scores = padded
-        return scores.reshape(rows, groups, _GROUP)
-
     def update(self, scores: torch.Tensor, first_index: int) -> torch.Tensor:
         """Fold in a (B, C) block whose first column is candidate ``first_index``; return
         its row maxima, which its group maxima give for free."""
         if not scores.numel():
             return scores.new_full(scores.shape[:1], -math.inf)
-        grouped = self._grouped(scores)
+        grouped = in_groups(scores)
         group_max = grouped.amax(dim=2)
         entering = self._entering(scores, grouped, group_max)
         if entering is not None:
@@ -345,7 +333,20 @@ class TopK:
 
 
 _GROUP = 64
-"""Columns per group whose maximum decides whether ``TopK`` looks into them."""
+"""Columns per group whose maximum decides whether ``TopK`` (and the corpus scan's
+counts) look into them."""
+
+
+def in_groups(scores: torch.Tensor) -> torch.Tensor:
+    """(B, G, ``_GROUP``): a (B, C) block's columns in groups, the last one filled up with
+    −inf (in a copy) when C is not a multiple of the group."""
+    rows, width = scores.shape
+    groups = -(-width // _GROUP)
+    if width % _GROUP:
+        padded = scores.new_full((rows, groups * _GROUP), -math.inf)
+        padded[:, :width] = scores
+        scores = padded
+    return scores.reshape(rows, groups, _GROUP)
 
 
 class RunningState:

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .accumulators import EXP_FLOOR, Scratch, TopK
+from .accumulators import EXP_FLOOR, Scratch, TopK, in_groups
 from .engine import EngineOptions, NegativeMode, Rows, float_modes, plan_blocks
 from .rows import RowReader, fingerprint, gather_rows
 from .similarity import Similarity, paired, pairwise, prepare_rows, reduction_dtype
@@ -271,10 +271,16 @@ class _QueryState:
             self.top.update(scores, first)
         rows, columns = pairs.positives_in(found)
         scores[rows, columns] = -math.inf  # a query's positives are not its negatives
-        block_max = scores.amax(dim=1)
+        # The maxima of groups of columns give the block's, and narrow the search for the
+        # hardest negative's column and the counts to the groups that reach them.
+        grouped = in_groups(scores)
+        group_max = grouped.amax(dim=2)
+        block_max = group_max.amax(dim=1)
         better = torch.nonzero(block_max > self.maximum).squeeze(1)
         if better.numel():  # the column only where the hardest negative changes
-            self.best_row[better] = scores[better].argmax(dim=1) + first
+            group = group_max[better].argmax(dim=1)  # the first group holding the maximum
+            column = group * grouped.shape[2] + grouped[better, group].argmax(dim=1)
+            self.best_row[better] = column + first
         new_maximum = torch.maximum(self.maximum, block_max)
         # Rows with no negative yet keep a maximum of −inf: they are shifted by 0, and the
         # floor terms of their −inf scores are dropped once a negative comes.
@@ -282,7 +288,7 @@ class _QueryState:
         self.sums *= torch.where(torch.isfinite(self.maximum),
                                  torch.exp((self.maximum - shift) * self.scale), 0.0)
         self.maximum = new_maximum
-        self._count(scores, block_max, pairs)
+        self._count(grouped, group_max, block_max, pairs)
         # s·(x − max) in one pass, clamped where it could be slow to exponentiate (exp(−inf)
         # of the positives is not), then exp and sum, in space reused by every block.
         work = torch.add((shift * -self.scale)[:, None], scores, alpha=self.scale,
@@ -291,18 +297,17 @@ class _QueryState:
             work.clamp_(min=EXP_FLOOR)
         self.sums += work.exp_().sum(dim=1)
 
-    def _count(self, scores: torch.Tensor, block_max: torch.Tensor, pairs: QueryBlock) -> None:
-        """Count, per pair, the block's negatives scoring at or above its document: only
-        the pairs whose query's block maximum reaches the document's score are compared."""
+    def _count(self, grouped: torch.Tensor, group_max: torch.Tensor, block_max: torch.Tensor,
+               pairs: QueryBlock) -> None:
+        """Count, per pair, the block's negatives scoring at or above its document: only in
+        the groups of its query's row whose maximum reaches the document's score."""
         reached = torch.nonzero(block_max[pairs.pair_query] >= pairs.score).squeeze(1)
-        if reached.numel():
-            which = pairs.pair_query[reached]
-            rows = torch.index_select(scores, 0, which, out=self.scratch.take(
-                "reached", (len(which), scores.shape[1])))
-            # Comparing into floats and summing them is several times faster than bools.
-            compared = torch.ge(rows, pairs.score[reached, None].to(rows.dtype),
-                                out=self.scratch.take("compared", tuple(rows.shape)))
-            self.at_or_above.index_add_(0, reached, compared.sum(dim=1).to(torch.int64))
+        if not reached.numel():
+            return
+        row, bar = pairs.pair_query[reached], pairs.score[reached].to(grouped.dtype)
+        pair, group = torch.nonzero(group_max[row] >= bar[:, None], as_tuple=True)
+        counts = (grouped[row[pair], group] >= bar[pair, None]).sum(dim=1)
+        self.at_or_above.index_add_(0, reached[pair], counts)
 
     def log_sum_exp(self) -> torch.Tensor:
         """log Σ exp(s·x) over each query's negatives (−inf when it has none)."""

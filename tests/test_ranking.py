@@ -163,17 +163,20 @@ def test_top_documents_match_a_float64_argsort(max_memory):
 
 @pytest.mark.parametrize("supcon", [False, True])
 @pytest.mark.parametrize("min_relevance", [1, 2])
-def test_the_scan_per_query_gives_the_engines_results_per_pair(supcon, min_relevance):
+@pytest.mark.parametrize("max_memory", [2**14, 2**20])
+def test_the_scan_per_query_gives_the_engines_results_per_pair(supcon, min_relevance,
+                                                              max_memory):
     """The corpus scan folds each query once; the generic engine, each pair as a row with
     its exclusions. They agree on the rank, the candidates, the loss and the hardest
-    negative of every pair."""
+    negative of every pair (ties between copies going to the first row), with corpus
+    blocks of one group of columns and of several."""
     from infonce_cli.engine import score_embeddings
     from infonce_cli.ranking import _exclusions, _pairs_against_corpus
 
     rng = np.random.default_rng(8)
     query, corpus, judged = _data(rng, True)
-    # A budget small enough for many corpus blocks: rescaling across blocks is exercised.
-    options = EngineOptions(temperatures=(0.1,), max_memory=2**14)
+    # 2**14: many corpus blocks (rescaling across blocks); 2**20: one, of several groups.
+    options = EngineOptions(temperatures=(0.1,), max_memory=max_memory)
     positive = judged.relevance >= min_relevance
     scanned = relevant_positions(query, corpus, judged, options, min_relevance, supcon).scores
     rows_query, rows_doc, shared, ids = _pairs_against_corpus(query, corpus, judged, positive,
