@@ -65,6 +65,9 @@ def info_nce(
     >>> loss.backward(); q.grad.shape
     torch.Size([2, 2])
     """
+    _check_tensors(query, positive, negatives)
+    if reduction not in ("mean", "sum", "none"):
+        raise UsageError(f"reduction must be mean, sum or none, got {reduction!r}")
     options = EngineOptions(
         temperatures=(_check_temperature(temperature),),
         similarity=Similarity(similarity),
@@ -152,6 +155,25 @@ def retrieval(query: Source, corpus: Source, qrels: str, **options: Any) -> Retr
     for the top-k lists in ``result.top``, …) and its result; per-query metrics are in
     ``result.per_query``."""
     return run_retrieval(retrieval_request(query, corpus, qrels, **options))
+
+
+def _check_tensors(query: Any, positive: Any, negatives: Any) -> None:
+    """info_nce takes tensors of the documented shapes (the other functions take files and
+    arrays too)."""
+    for name, value in (("query", query), ("positive", positive), ("negatives", negatives)):
+        if value is not None and not isinstance(value, torch.Tensor):
+            raise UsageError(f"info_nce takes torch tensors, and {name} is a "
+                             f"{type(value).__name__}: use torch.from_numpy, or "
+                             "infonce_cli.score for arrays and files")
+    if query.ndim != 2 or positive.shape != query.shape:
+        raise UsageError(f"query and positive must both be (N, d), got {tuple(query.shape)} "
+                         f"and {tuple(positive.shape)}")
+    if negatives is not None and not (
+            (negatives.ndim == 2 and negatives.shape[1] == query.shape[1])
+            or (negatives.ndim == 3 and negatives.shape[0] == query.shape[0]
+                and negatives.shape[2] == query.shape[1])):
+        raise UsageError(f"negatives must be (K, d) or (N, M, d) for query {tuple(query.shape)}, "
+                         f"got {tuple(negatives.shape)}")
 
 
 def _check_temperature(temperature: float) -> float:

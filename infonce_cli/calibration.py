@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import InputError, arg
 from .results import Calibration, CalibrationBin
 
 Array = np.ndarray[Any, Any]
@@ -20,18 +21,38 @@ Array = np.ndarray[Any, Any]
 CALIBRATION_BINS = 15
 
 
+CONFIDENCE_ROUNDING = 1e-3
+"""The most that rounding may move a top probability's log before calibration is refused."""
+
+
 def top_probability(loss: Array, positive_score: Array, hardest_score: Array,
-                    scale: Array | float) -> Array:
+                    scale: Array | float, dtype: str) -> Array:
     """Each query's largest softmax probability, from its loss at ``scale`` = 1/τ (loss and
     scale broadcast: (N,) with a number, or (N, T) with (T,)); a NaN or −inf hardest
-    score means no negative."""
+    score means no negative. ``dtype`` is the run's: losses and scores of a float64 run
+    are float64, the others' float32.
+
+    The log of the probability, s·(x_max − x_pos) − loss, is a difference of numbers as
+    large as the logits: refused when their rounding could move it by more than
+    ``CONFIDENCE_ROUNDING`` (a very small τ), else kept at most 0 (a probability ≤ 1)."""
     positive = np.asarray(positive_score, dtype=np.float64)
     top = np.fmax(positive, np.nan_to_num(np.asarray(hardest_score, dtype=np.float64),
                                           nan=-np.inf))
-    gap = top - positive
+    loss = np.asarray(loss, dtype=np.float64)
+    scale = np.asarray(scale, dtype=np.float64)
+    gap, size = top - positive, np.abs(top) + np.abs(positive)
     if np.ndim(loss) == 2:
-        gap = gap[:, None]
-    return np.exp(gap * np.asarray(scale, dtype=np.float64) - np.asarray(loss, np.float64))
+        gap, size = gap[:, None], size[:, None]
+    eps = np.finfo(np.float64 if dtype == "float64" else np.float32).eps
+    rounding = 2 * eps * (np.abs(loss) + scale * np.where(np.isfinite(size), size, 0.0))
+    if (rounding > CONFIDENCE_ROUNDING).any():
+        worst = np.broadcast_to(scale, rounding.shape)[rounding > CONFIDENCE_ROUNDING].max()
+        raise InputError(
+            f"calibration at temperature {1 / worst:g}: the softmax is too sharp for {dtype} "
+            "to give its largest probability; use a larger temperature or "
+            f"{arg('dtype')} float64")
+    confidence: Array = np.exp(np.minimum(gap * scale - loss, 0.0))
+    return confidence
 
 
 def calibration(confidence: Array, correct: Array, bins: int = CALIBRATION_BINS

@@ -80,14 +80,38 @@ def _unescaped(text: str) -> str:
     return text.replace("\\[", "[")
 
 
-class _Command(_PlainHelp, TyperCommand):
+_CLICK_USAGE_ERROR: type[Exception] = next(
+    kind for kind in typer.BadParameter.__mro__ if kind.__name__ == "UsageError")
+"""click's UsageError, which typer may vendor: every command-line parsing error."""
+
+
+class _OneLineErrors:
+    """Errors in the command line (an unknown option, a bad value, a missing one) as one
+    ``error:`` line and exit 2, as every other refusal."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        try:
+            parsed: list[str] = super().parse_args(ctx, args)  # type: ignore[misc]
+        except _CLICK_USAGE_ERROR as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":  # a bare command shows its help
+                print(ctx.get_help())
+                raise typer.Exit(int(ExitCode.USAGE_ERROR)) from None
+            message = exc.format_message().rstrip(".")  # type: ignore[attr-defined]
+            command = " ".join(["infonce", *ctx.command_path.split()[1:]])
+            print(f"error: {message[:1].lower()}{message[1:]} (see {command} --help)",
+                  file=sys.stderr)
+            raise typer.Exit(int(ExitCode.USAGE_ERROR)) from None
+        return parsed
+
+
+class _Command(_OneLineErrors, _PlainHelp, TyperCommand):
     """A command with plain help, whose --help flag shows no value type."""
 
     def get_help_option(self, ctx: Any) -> Any:
         return _plain_help_flag(super().get_help_option(ctx))
 
 
-class _Commands(_PlainHelp, TyperGroup):
+class _Commands(_OneLineErrors, _PlainHelp, TyperGroup):
     """Commands in the order they are declared, with plain help, and a suggestion for a
     mistyped one (also for a prefix such as ``sweep``)."""
 
@@ -255,7 +279,7 @@ SeedOpt = Annotated[int, typer.Option(metavar="INT", rich_help_panel=REPORT, hel
 HubnessKOpt = Annotated[int, typer.Option(metavar="K", rich_help_panel=REPORT, help="The k of the k-occurrence whose skewness measures hubness (with --diagnostics).")]
 WorstOpt = Annotated[int, typer.Option(metavar="K", rich_help_panel=REPORT, help="Report the K pairs with the highest loss.")]
 FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", metavar="FORMAT", rich_help_panel=OUTPUTS, help="auto, table, json or csv; auto is a table on a terminal and JSON when piped.")]
-OutputOpt = Annotated[str | None, typer.Option("--output", "-o", metavar="PATH", rich_help_panel=OUTPUTS, help="Write the aggregate to this file instead of stdout.", show_default=False)]
+OutputOpt = Annotated[str | None, typer.Option("--output", "-o", metavar="PATH", rich_help_panel=OUTPUTS, help="Write the aggregate to this file instead of stdout (- is stdout).", show_default=False)]
 PerSampleOpt = Annotated[str | None, typer.Option(metavar="PATH", rich_help_panel=OUTPUTS, help="Write per-sample rows to a .parquet, .csv or .jsonl file, or - for JSONL on stdout (the aggregate then goes to --output or stderr).", show_default=False)]
 QuietOpt = Annotated[bool, typer.Option("--quiet", metavar="", rich_help_panel=OUTPUTS, help="No progress bar or notes on stderr.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", metavar="", rich_help_panel=OUTPUTS, help="Show the traceback of an error.")]
@@ -732,8 +756,10 @@ def retrieval(
 
         request = retrieval_request(query, corpus, qrels, **options)
         render.check_per_sample_target(per_query, distributed=False, argument="per_query")
-        _check_outputs({"output": output, "run": None if run_file == "-" else run_file,
-                        "per_query": per_query}, request.inputs.paths())
+        if run_file is not None:
+            render.check_run_tag(run_tag)
+        _check_outputs({"output": output, "run": run_file, "per_query": per_query},
+                       request.inputs.paths())
         return request
 
     def show(result: Any) -> None:

@@ -57,11 +57,15 @@ def unit_rows(rows: torch.Tensor) -> torch.Tensor:
 
 def _read(source: Rows, start: int, stop: int, dtype: torch.dtype,
           device: torch.device) -> torch.Tensor:
-    """Unit rows [start, stop) of ``source``."""
+    """Unit rows [start, stop) of ``source``, normalised before they are narrowed to
+    ``dtype`` (float64 rows beyond float32's range stay finite)."""
     block = source[start:stop]
     block = block.detach() if isinstance(block, torch.Tensor) else torch.from_numpy(
-        np.array(block, dtype=np.float64 if dtype == torch.float64 else np.float32))
-    return unit_rows(block.to(device=device, dtype=dtype))
+        np.array(block, dtype=np.float64 if block.dtype.itemsize > 4 or dtype == torch.float64
+                 else np.float32))
+    if block.dtype.itemsize <= torch.finfo(dtype).bits // 8:
+        block = block.to(dtype=dtype)  # widened first: half-precision rows as well
+    return unit_rows(block.to(device=device)).to(dtype=dtype)
 
 
 def _blocks(source: Rows, dtype: torch.dtype, device: torch.device,
@@ -198,13 +202,15 @@ def hubness(scores: PerSampleScores, universe: int, positive_ids: torch.Tensor,
     return occurrence_hubness(ids.gather(1, picked)[torch.isfinite(value)], universe, k)
 
 
-def _calibration(scores: PerSampleScores, temperature: float, keep: Array) -> Calibration:
+def _calibration(scores: PerSampleScores, temperature: float, keep: Array,
+                 options: EngineOptions) -> Calibration:
     """The calibration of the softmax of the ``keep`` rows of a run at ``temperature``."""
     confidence = top_probability(
-        scores.loss[:, 0].detach().double().cpu().numpy(),
-        scores.positive_score.detach().double().cpu().numpy(),
-        scores.hardest_negative_score.detach().double().cpu().numpy(), 1.0 / temperature)
-    return calibration(confidence[keep], (scores.rank.cpu().numpy() == 1)[keep])
+        scores.loss[:, 0].detach().double().cpu().numpy()[keep],
+        scores.positive_score.detach().double().cpu().numpy()[keep],
+        scores.hardest_negative_score.detach().double().cpu().numpy()[keep],
+        1.0 / temperature, str(_work_dtype(options)).removeprefix("torch."))
+    return calibration(confidence, (scores.rank.cpu().numpy() == 1)[keep])
 
 
 def shares_candidates(mode: NegativeMode) -> bool:
@@ -269,7 +275,7 @@ def diagnose(query: Rows, positive: Rows, negatives: Rows | None, scores: PerSam
         anisotropy=SidePair(queries.anisotropy(), positives.anisotropy()),
         hubness=hubness(scores, *hubness_universe(scores.mode, int(query.shape[0]), negatives),
                         k=k) if shares_candidates(scores.mode) else None,
-        calibration=_calibration(scores, temperature, keep),
+        calibration=_calibration(scores, temperature, keep, options),
     )
 
 
@@ -293,5 +299,5 @@ def diagnose_retrieval(query: Rows, corpus: Rows, pairs: tuple[Array, Array], ke
                                 "corpus"),
         anisotropy=SidePair(queries.anisotropy(), documents.anisotropy(), "corpus"),
         hubness=occurrence_hubness(chosen[chosen >= 0], int(corpus.shape[0]), k),
-        calibration=_calibration(scores, temperature, kept),
+        calibration=_calibration(scores, temperature, kept, options),
     )

@@ -144,7 +144,7 @@ def score_panels(result: ScoreResult) -> tuple[Panel, ...]:
     elif not result.run.symmetric:
         confidence = top_probability(columns["loss"], columns["positive_score"],
                                      columns["hardest_negative_score"],
-                                     1.0 / result.temperature)
+                                     1.0 / result.temperature, result.run.dtype)
         panels.append(reliability_diagram(calibration(confidence, columns["rank"] == 1)))
     panels.append(similarity_distributions(columns["positive_score"],
                                            columns["hardest_negative_score"]))

@@ -32,15 +32,35 @@ def loss_stats(per_sample_loss: np.ndarray[Any, Any]) -> LossStats:
     """
     loss = np.asarray(per_sample_loss, dtype=np.float64)
     p05, median, p95 = percentiles(loss, (5, 50, 95))
+    mean, std = mean_and_std(loss)
     return LossStats(
-        mean=float(loss.mean()),
-        std=float(loss.std()),
+        mean=mean,
+        std=std,
         median=float(median),
         min=float(loss.min()),
         max=float(loss.max()),
         p05=float(p05),
         p95=float(p95),
     )
+
+
+_HUGE = 1e150
+"""Beyond this magnitude, squares (and sums of many values) could overflow float64."""
+
+
+def mean_and_std(values: np.ndarray[Any, Any]) -> tuple[float, float]:
+    """The mean and population std of finite float64 values; values beyond 1e150 are
+    divided by the largest magnitude first, so that neither overflows.
+
+    >>> mean_and_std(np.array([1e300, 3e300]))
+    (2e+300, 1e+300)
+    """
+    values = np.asarray(values, dtype=np.float64)
+    largest = float(np.abs(values).max(initial=0.0))
+    if largest <= _HUGE:
+        return float(values.mean()), float(values.std())
+    scaled = values / largest
+    return largest * float(scaled.mean()), largest * float(scaled.std())
 
 
 def percentiles(values: np.ndarray[Any, Any], points: tuple[float, ...]) -> list[float]:

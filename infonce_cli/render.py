@@ -12,6 +12,7 @@ import csv
 import io as textio
 import json
 import math
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -19,7 +20,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import Note, UsageError, arg
+from .errors import InputError, Note, UsageError, arg
 from .results import (
     CompareResult,
     Diagnostics,
@@ -547,11 +548,11 @@ def inspect_output(described: list[dict[str, Any]], file_format: str) -> Any:
 
 
 def emit(rendered: Any, output: str | None, to_stderr: bool = False) -> None:
-    """Write text, or a rich renderable as text, to ``output`` (atomically) or else to
-    stdout (stderr when stdout carries per-sample rows)."""
+    """Write text, or a rich renderable as text, to ``output`` (atomically) or else (None
+    or ``-``) to stdout (stderr when stdout carries per-sample rows)."""
     from . import io
 
-    if output is not None:
+    if output is not None and output != "-":
         if isinstance(rendered, str):
             text = rendered
         else:
@@ -675,14 +676,34 @@ def retrieval_output(result: RetrievalResult, file_format: str) -> Any:
     return to_json(result.to_dict())
 
 
+_TREC_FIELD = re.compile(r"[^\s]+")
+"""A column of a TREC run file: no whitespace (the separator), not empty."""
+
+
+def check_run_tag(tag: str) -> None:
+    """Refuse a run tag that would not be one column of the run file."""
+    from .io.sources import printable
+
+    if not _TREC_FIELD.fullmatch(tag):
+        raise UsageError(f"{arg('run_tag')} {printable(repr(tag))}: the tag is a column of the "
+                         "run file; give one word without whitespace")
+
+
 def write_trec_run(top: Mapping[str, Any], target: str, tag: str) -> None:
     """The top-k lists as a TREC run file: ``qid Q0 docid rank score tag``, ranks from 1,
-    best first, scores printed to round-trip exactly."""
+    best first, scores printed to round-trip exactly; refused (before anything is
+    written) when an id is empty or holds whitespace."""
     from . import io
+    from .io.sources import printable
 
     lines = []
     for query_id, doc_ids, scores in zip(top["query_id"], top["doc_ids"], top["scores"],
                                          strict=True):
+        for name, value in (("query", query_id), *(("document", doc) for doc in doc_ids)):
+            if not _TREC_FIELD.fullmatch(str(value)):
+                raise InputError(f"{arg('run')}: the {name} id {printable(repr(str(value)))} "
+                                 "is empty or holds whitespace, which would split the "
+                                 "run file's columns")
         for rank, (doc_id, score) in enumerate(zip(doc_ids, scores, strict=True), start=1):
             lines.append(f"{query_id} Q0 {doc_id} {rank} {float(score)!r} {tag}\n")
     data = "".join(lines).encode()

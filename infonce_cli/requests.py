@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .errors import UsageError, arg
+from .io.sources import STDIN
 
 Source = Any
 """An input: a path (str or os.PathLike), or an array (NumPy array or torch tensor)."""
@@ -80,6 +81,13 @@ class Inputs:
             for name in ("neg_key", "neg_col", "neg_ids", "neg_id_col"):
                 if getattr(self, name) is not None:
                     raise UsageError(f"{arg(name)} names the negatives: give {arg('neg')} too")
+        _one_stdin(self.named_sources())
+
+    def named_sources(self, suffix: str = "") -> list[tuple[str, Any, str | None]]:
+        """(option name, input, column) for every input, the option names ending in
+        ``suffix``."""
+        return [(name + suffix, getattr(self, name), getattr(self, f"{name}_col", None))
+                for name in ("query", "pos", "neg", "query_ids", "pos_ids", "neg_ids")]
 
     def paths(self) -> list[str]:
         """Every file this request reads (not arrays), for the output guards."""
@@ -135,8 +143,7 @@ class Report:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "recall_at", parse_recall_at(self.recall_at))
-        if not _whole(self.bootstrap, 1):
-            raise UsageError(f"{arg('bootstrap')} must be at least 1, got {self.bootstrap}")
+        _check_bootstrap(self.bootstrap)
         if not _whole(self.worst, 0):
             raise UsageError(f"{arg('worst')} must be at least 0, got {self.worst}")
         if not _whole(self.seed, 0):
@@ -280,6 +287,7 @@ class CompareRequest:
     fail_if_worse: bool = False
 
     def __post_init__(self) -> None:
+        _one_stdin(self.a.named_sources("_a") + self.b.named_sources("_b"))
         object.__setattr__(self, "temperature", parse_temperature(self.temperature))
         recall_at = self.report.recall_at
         assert isinstance(recall_at, tuple)
@@ -318,6 +326,15 @@ class RetrievalInputs:
         for name in ("query", "corpus"):
             _one_of_both(f"{name}_ids", getattr(self, f"{name}_ids"), f"{name}_id_col",
                          getattr(self, f"{name}_id_col"))
+        if not is_path(self.qrels):
+            raise UsageError(f"{arg('qrels')} must be the path of a qrels file (TREC, BEIR "
+                             f"TSV, JSONL or Parquet), got a {type(self.qrels).__name__}")
+        _one_stdin(self.named_sources())
+
+    def named_sources(self) -> list[tuple[str, Any, str | None]]:
+        """(option name, input, column) for every input."""
+        return [(name, getattr(self, name), getattr(self, f"{name}_col", None))
+                for name in ("query", "corpus", "qrels", "query_ids", "corpus_ids")]
 
     def paths(self) -> list[str]:
         """Every file this request reads, for the output guards."""
@@ -454,8 +471,8 @@ class RetrievalCompareRequest:
         _choice("correction", self.correction, ("holm", "bonferroni"))
         if len(self.models) < 2:
             raise UsageError("compare needs at least two models")
-        if not _whole(self.bootstrap, 1):
-            raise UsageError(f"{arg('bootstrap')} must be at least 1, got {self.bootstrap}")
+        _one_stdin([named for model in self.models for named in model.named_sources()])
+        _check_bootstrap(self.bootstrap)
         at = self.evaluation.at
         assert isinstance(at, tuple)
         known = retrieval_metric_names(at)
@@ -642,12 +659,41 @@ def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
                          f"{', '.join(choices)}")
 
 
+MAX_HUBNESS_K = 1000
+"""The largest k of hubness: each query keeps its k best candidates."""
+
+
 def _check_hubness_k(k: int, diagnostics: bool) -> None:
-    if not _whole(k, 1):
-        raise UsageError(f"{arg('hubness_k')} must be at least 1, got {k}")
+    if not (_whole(k, 1) and k <= MAX_HUBNESS_K):
+        raise UsageError(f"{arg('hubness_k')} must be between 1 and {MAX_HUBNESS_K}, got {k}")
     if k != HUBNESS_K and not diagnostics:
         raise UsageError(f"{arg('hubness_k')} sets the hubness of {arg('diagnostics')}: add "
                          f"{arg('diagnostics')}")
+
+
+MIN_BOOTSTRAP, MAX_BOOTSTRAP = 100, 100_000
+"""Resamples of a bootstrap: fewer leave a 95% interval without tails to read."""
+
+
+def _check_bootstrap(resamples: int) -> None:
+    if not (_whole(resamples, MIN_BOOTSTRAP) and resamples <= MAX_BOOTSTRAP):
+        raise UsageError(f"{arg('bootstrap')} must be between {MIN_BOOTSTRAP} and "
+                         f"{MAX_BOOTSTRAP:,}, got {resamples}")
+
+
+def _one_stdin(named: list[tuple[str, Any, str | None]]) -> None:
+    """Refuse standard input (``-``) named for several inputs unless each takes its own
+    column of it (one Parquet stream): it is read once, and is one input."""
+    reading = [(name, column) for name, source, column in named
+               if isinstance(source, str) and source == STDIN]
+    columns = [column for _, column in reading]
+    if len(reading) > 1 and (None in columns or len(set(columns)) < len(columns)):
+        first, second = reading[0][0], reading[1][0]
+        which = (f"{arg(first)} and {arg(second)} both" if first != second
+                 else f"two {arg(first)} inputs")
+        raise UsageError(f"{which} read standard input (-), which holds one input: save all "
+                         "but one of them to files, or take a different column of one "
+                         "Parquet stream for each")
 
 
 def _whole(value: Any, minimum: int) -> bool:

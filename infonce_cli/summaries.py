@@ -17,6 +17,7 @@ from .metrics import (
     graded_metrics,
     group_means,
     loss_stats,
+    mean_and_std,
     mi_lower_bound,
     mi_notes,
     per_query_metrics,
@@ -164,9 +165,9 @@ def summarize_sweep(
         bound, _ = mi_lower_bound(loss[keep], num_candidates[keep])
         # A symmetric loss averages two softmaxes: there is no one softmax to calibrate.
         ece = None if run.symmetric else calibration(
-            top_probability(loss[keep], positive, hardest, 1.0 / temperature), correct).ece
-        rows.append(SweepRow(temperature, float(loss[keep].mean()), float(loss[keep].std()),
-                             bound, ece))
+            top_probability(loss[keep], positive, hardest, 1.0 / temperature, run.dtype),
+            correct).ece
+        rows.append(SweepRow(temperature, *mean_and_std(loss[keep]), bound, ece))
     if optimum.temperature is not None and not keep.all():
         # Queries left with no negative have a loss and slope of exactly 0 at every τ:
         # the fit's means over all queries scale to the kept ones exactly.

@@ -248,7 +248,12 @@ def test_diagnostics_refuse_what_they_cannot_describe(data):
     result = run_cli("score", "--query", "queries.npy", "--pos", "positives.npy",
                      "--diagnostics", "--hubness-k", "0")
     assert result.exit_code == 2
-    assert result.stderr.strip() == "error: --hubness-k must be at least 1, got 0"
+    assert result.stderr.strip() == "error: --hubness-k must be between 1 and 1000, got 0"
+    result = run_cli("score", "--query", "queries.npy", "--pos", "positives.npy",
+                     "--diagnostics", "--hubness-k", "99999999999999999999")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == ("error: --hubness-k must be between 1 and 1000, got "
+                                     "99999999999999999999")
 
 
 def test_sweep_reports_the_ece_at_every_temperature(real_data):

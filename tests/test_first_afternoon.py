@@ -27,8 +27,11 @@ BIN = Path(sys.executable).parent
     (("--fail-above", "-0.5"),
      "error: --fail-above is a mean loss in nats, a number ≥ 0; got -0.5"),
     (("--worst", "-1"), "error: --worst must be at least 0, got -1"),
-    (("--bootstrap", "0", "--ci"), "error: --bootstrap must be at least 1, got 0"),
-    (("--bootstrap", "50"), "error: --bootstrap sets the resamples of --ci: add --ci"),
+    (("--bootstrap", "0", "--ci"), "error: --bootstrap must be between 100 and 100,000, got 0"),
+    (("--bootstrap", "1", "--ci"), "error: --bootstrap must be between 100 and 100,000, got 1"),
+    (("--bootstrap", "10000000", "--ci"),
+     "error: --bootstrap must be between 100 and 100,000, got 10000000"),
+    (("--bootstrap", "500"), "error: --bootstrap sets the resamples of --ci: add --ci"),
     (("--temperature", "hot"), "error: --temperature: expected a number > 0 or auto, got 'hot'"),
 ])
 def test_out_of_range_options_are_usage_errors(data, args, line):
@@ -200,3 +203,170 @@ def test_shell_completion_is_offered():
     assert result.returncode == 0
     assert "_infonce_completion" in result.stdout
     assert "--install-completion" in run_cli("--help").stdout
+
+
+def _pairs(tmp_path: Path, scale: float = 1.0, dtype: str = "float32") -> tuple[str, str]:
+    rng = np.random.default_rng(7)
+    query = rng.normal(size=(7, 5))
+    positive = query + 0.3 * rng.normal(size=(7, 5))
+    np.save(tmp_path / "q.npy", (query * scale).astype(dtype))
+    np.save(tmp_path / "p.npy", (positive * scale).astype(dtype))
+    return str(tmp_path / "q.npy"), str(tmp_path / "p.npy")
+
+
+def _float64_losses(query, positive, temperature, cosine=True):
+    """Per-pair in-batch InfoNCE in float64, scaled so that nothing overflows."""
+    if cosine:
+        query = query / np.linalg.norm(query, axis=1, keepdims=True)
+        positive = positive / np.linalg.norm(positive, axis=1, keepdims=True)
+    logits = (query @ positive.T) / temperature
+    top = logits.max(axis=1, keepdims=True)
+    lse = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
+    return lse - np.diag(logits)
+
+
+@pytest.mark.parametrize(("args", "line"), [
+    (("score", "--query", "-", "--pos", "-"),
+     "error: --query and --pos both read standard input (-), which holds one input: save all "
+     "but one of them to files, or take a different column of one Parquet stream for each"),
+    (("score", "--query", "-", "--query-col", "x", "--pos", "-", "--pos-col", "x"),
+     "error: --query and --pos both read standard input (-), which holds one input: save all "
+     "but one of them to files, or take a different column of one Parquet stream for each"),
+    (("compare", "--query-a", "-", "--pos-a", "p.npy", "--query-b", "-", "--pos-b", "p.npy"),
+     "error: --query-a and --query-b both read standard input (-), which holds one input: "
+     "save all but one of them to files, or take a different column of one Parquet stream "
+     "for each"),
+    (("score", "--query", "q.npy", "--pos", "p.npy", "--output", "-", "--per-sample", "-"),
+     "error: --output and --per-sample both write to standard output (-): send one of them "
+     "to a file"),
+])
+def test_standard_input_and_output_are_one_stream_each(tmp_path, monkeypatch, args, line):
+    """Standard input is read once: two inputs on it would score one file against itself;
+    two outputs on standard output would interleave."""
+    _pairs(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    result = run_cli(*args)
+    assert result.exit_code == 2
+    assert result.stderr == line + "\n"
+    assert result.stdout == ""
+
+
+def test_output_dash_is_standard_output(tmp_path, monkeypatch):
+    _pairs(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    result = run_cli("score", "-q", "q.npy", "-p", "p.npy", "--output", "-", "--quiet")
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["n"] == 7
+    assert not (tmp_path / "-").exists()
+
+
+@pytest.mark.parametrize("args", [
+    ("score", "-q", "q.npy", "-p", "p.npy", "--dtype", "float128"),
+    ("score", "-q", "q.npy", "-p", "p.npy", "--batch-size", "abc"),
+    ("score", "-q", "q.npy", "-p", "p.npy", "--bogus"),
+    ("score", "-p", "p.npy"),
+    ("--bogus",),
+])
+def test_command_line_mistakes_are_one_error_line(tmp_path, monkeypatch, args):
+    _pairs(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    result = run_cli(*args)
+    assert result.exit_code == 2
+    assert len(result.stderr.splitlines()) == 1
+    assert re.fullmatch(r"error: .+ \(see infonce( score)? --help\)\n", result.stderr)
+
+
+def test_a_softmax_too_sharp_for_float32_has_no_calibration(tmp_path, monkeypatch):
+    """At τ = 1e-8 the top probability is a difference of numbers near 1e8, which float32
+    cannot give: refused, and in float64 every confidence is 1, so ECE = 1 − accuracy."""
+    query, positive = _pairs(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    line = ("error: calibration at temperature 1e-08: the softmax is too sharp for float32 to "
+            "give its largest probability; use a larger temperature or --dtype float64\n")
+    for args in (("score", "-q", query, "-p", positive, "-t", "1e-8", "--diagnostics"),
+                 ("sweep-temperature", "-q", query, "-p", positive,
+                  "--temperatures", "1e-8,0.1")):
+        result = run_cli(*args, "--format", "json")
+        assert result.exit_code == 1
+        assert result.stderr == line
+        assert result.stdout == ""
+    result = run_cli("score", "-q", query, "-p", positive, "-t", "1e-8", "--diagnostics",
+                     "--dtype", "float64", "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    out = json.loads(result.stdout)
+    calibration = out["diagnostics"]["calibration"]
+    assert calibration["ece"] == pytest.approx(1 - out["accuracy_at_1"], abs=1e-12)
+    assert calibration["bins"][-1]["count"] == 7
+    assert calibration["bins"][-1]["confidence"] == 1.0
+
+
+def test_losses_near_1e300_have_a_finite_spread(tmp_path):
+    """Squares of such losses overflow float64; their mean and std do not."""
+    query, positive = _pairs(tmp_path, scale=1e150, dtype="float64")
+    result = run_cli("score", "-q", query, "-p", positive, "--similarity", "dot", "--dtype",
+                     "float64", "-t", "1", "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    loss = json.loads(result.stdout)["loss"]
+    want = _float64_losses(np.load(query), np.load(positive), 1.0, cosine=False)
+    assert np.abs(want).max() > 1e298
+    largest = np.abs(want).max()
+    assert loss["mean"] == pytest.approx(largest * (want / largest).mean(), rel=1e-9)
+    assert loss["std"] == pytest.approx(largest * (want / largest).std(), rel=1e-9)
+
+
+def test_uniformity_of_float64_rows_beyond_float32_range(tmp_path):
+    """Rows near 1e150 are normalised before they are narrowed to float32."""
+    query, positive = _pairs(tmp_path, scale=1e150, dtype="float64")
+    result = run_cli("score", "-q", query, "-p", positive, "--diagnostics", "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    uniformity = json.loads(result.stdout)["diagnostics"]["uniformity"]
+    for side, path in (("query", query), ("pos", positive)):
+        rows = np.load(path)
+        rows = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+        pairs = [np.exp(-2 * np.sum((rows[i] - rows[j]) ** 2))
+                 for i in range(len(rows)) for j in range(i + 1, len(rows))]
+        assert uniformity[side] == pytest.approx(np.log(np.mean(pairs)), abs=1e-6)
+
+
+def test_a_run_file_keeps_six_columns(tmp_path, monkeypatch):
+    """A TREC run's columns are separated by whitespace: a tag or an id that holds some is
+    refused, and nothing is written."""
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(3)
+    np.save("q.npy", rng.normal(size=(3, 4)).astype(np.float32))
+    np.save("c.npy", rng.normal(size=(6, 4)).astype(np.float32))
+    Path("qids.txt").write_text("q 0\nq1\nq2\n")
+    Path("qrels.tsv").write_text("query-id\tcorpus-id\tscore\nq 0\t1\t1\nq1\t2\t1\n")
+    base = ("retrieval", "--query", "q.npy", "--corpus", "c.npy", "--qrels", "qrels.tsv")
+    result = run_cli(*base, "--run", "run.trec", "--run-tag", "my tag")
+    assert result.exit_code == 2
+    assert result.stderr == ("error: --run-tag 'my tag': the tag is a column of the run file; "
+                             "give one word without whitespace\n")
+    result = run_cli(*base, "--query-ids", "qids.txt", "--run", "run.trec")
+    assert result.exit_code == 1
+    assert result.stderr == ("error: --run: the query id 'q 0' is empty or holds whitespace, "
+                             "which would split the run file's columns\n")
+    assert not Path("run.trec").exists()
+    result = run_cli(*base, "--run", "-", "--per-query", "-")
+    assert result.exit_code == 2
+    assert result.stderr == ("error: --run and --per-query both write to standard output (-): "
+                             "send one of them to a file\n")
+
+
+def test_the_python_api_refuses_what_it_cannot_take():
+    import torch
+
+    import infonce_cli
+    from infonce_cli.errors import UsageError
+
+    q = torch.randn(4, 3)
+    with pytest.raises(UsageError, match="reduction must be mean, sum or none, got 'max'"):
+        infonce_cli.info_nce(q, q, reduction="max")
+    with pytest.raises(UsageError, match=r"query and positive must both be \(N, d\)"):
+        infonce_cli.info_nce(q, torch.randn(5, 3))
+    with pytest.raises(UsageError, match="info_nce takes torch tensors, and query is a ndarray"):
+        infonce_cli.info_nce(q.numpy(), q)
+    with pytest.raises(UsageError, match=r"negatives must be \(K, d\) or \(N, M, d\)"):
+        infonce_cli.info_nce(q, q, torch.randn(4, 2, 2))
+    with pytest.raises(UsageError, match="qrels must be the path of a qrels file"):
+        infonce_cli.retrieval(q.numpy(), q.numpy(), qrels={"q0": {"d0": 1}})

@@ -106,6 +106,9 @@ def npy_header(source: Source) -> tuple[tuple[int, ...], bool, np.dtype[Any], in
             raise InputError(f"{source.name}: not a valid .npy file "
                              f"({first_line(exc)})") from None
         offset = handle.tell()
+    if any(int(size) < 0 for size in shape):
+        raise InputError(f"{source.name}: not a valid .npy file (its header gives a negative "
+                         f"size in shape {tuple(int(size) for size in shape)})")
     if dtype.hasobject:
         raise InputError(f"{source.name}: holds Python objects (pickled data), which are "
                          "never loaded; save a float array instead")

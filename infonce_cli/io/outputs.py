@@ -79,6 +79,10 @@ def check_outputs(outputs: Mapping[str, str | None], inputs: Sequence[str]) -> N
     Traceback (most recent call last):
     infonce_cli.errors.UsageError: per_sample and output name the same file s.jsonl
     """
+    on_stdout = [name for name, path in outputs.items() if path == STDOUT]
+    if len(on_stdout) > 1:
+        raise UsageError(f"{arg(on_stdout[0])} and {arg(on_stdout[1])} both write to standard "
+                         "output (-): send one of them to a file")
     taken = _input_places(inputs)
     chosen: list[tuple[str, _Place]] = []
     for name, path in outputs.items():

@@ -83,6 +83,10 @@ def build(root: Path) -> list[Case]:
     _npy_with_header(root / "negative_shape.npy",
                      "{'descr': '<f4', 'fortran_order': False, 'shape': (-5, 8), }")
     bad_query("negative_shape.npy")
+    _npy_with_header(root / "negative_sizes.npy",
+                     "{'descr': '<f4', 'fortran_order': False, 'shape': (-7, -5), }",
+                     b"\x00" * 140)
+    bad_query("negative_sizes.npy", "a negative size in shape (-7, -5)")
     _npy_with_header(root / "code_in_header.npy", "__import__('os').system('touch pwned.txt')")
     bad_query("code_in_header.npy")
     (root / "magic_only.npy").write_bytes(b"\x93NUMPY\x01\x00")
