@@ -188,8 +188,8 @@ ERRORS = [
      "error: zero.npy: 1 row has zero norm, which cosine similarity cannot score (first: row "
      "3); use --similarity dot or l2, or drop them"),
     (("-q", "objects.npy", "-p", "positives.npy"), 1,
-     "error: objects.npy: holds Python objects (pickled data), which are never loaded; save a "
-     "float array instead"),
+     "error: objects.npy: holds Python objects (pickled data), which are never loaded; save it "
+     "without them (floats for vectors, strings or integers for ids)"),
     (("-q", "empty.npy", "-p", "positives.npy"), 1,
      "error: empty.npy: empty array of shape (0, 384)"),
     (("-q", "garbage.npy", "-p", "positives.npy"), 1,

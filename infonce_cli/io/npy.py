@@ -111,7 +111,8 @@ def npy_header(source: Source) -> tuple[tuple[int, ...], bool, np.dtype[Any], in
                          f"size in shape {tuple(int(size) for size in shape)})")
     if dtype.hasobject:
         raise InputError(f"{source.name}: holds Python objects (pickled data), which are "
-                         "never loaded; save a float array instead")
+                         "never loaded; save it without them (floats for vectors, strings or "
+                         "integers for ids)")
     expected = int(np.prod(shape, dtype=object)) * dtype.itemsize
     actual = source.size - offset
     if actual < expected:
@@ -205,7 +206,8 @@ def npz_array(source: Source, key: str | None) -> tuple[np.ndarray[Any, Any], st
         except ValueError as exc:
             if "pickle" in str(exc).lower() or "object" in str(exc).lower():
                 raise InputError(f"{label}: holds Python objects (pickled data), which are "
-                                 "never loaded; save a float array instead") from None
+                                 "never loaded; save it without them (floats for vectors, "
+                                 "strings or integers for ids)") from None
             raise InputError(f"{label}: unreadable ({first_line(exc)})") from None
         except Exception as exc:
             raise InputError(f"{label}: unreadable ({first_line(exc)})") from None
