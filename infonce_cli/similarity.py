@@ -19,6 +19,8 @@ from enum import StrEnum
 
 import torch
 
+from .errors import InputError
+
 
 class Similarity(StrEnum):
     """How a query and a candidate are compared."""
@@ -142,6 +144,7 @@ def _scaled_by_powers_of_two(rows: torch.Tensor, which: torch.Tensor) -> torch.T
     """``rows`` with each row where ``which`` holds (shape (..., 1)) multiplied by the power
     of two that brings its largest magnitude into [0.5, 1). Multiplying by a power of two
     is exact, so the ratios between a row's entries, and its cosines, are unchanged."""
+    _refuse_flushed(rows, which)
     peak = rows.detach().abs().amax(dim=-1, keepdim=True).to(torch.float64)
     _, exponent = torch.frexp(peak)  # peak = m·2^exponent, 0.5 ≤ m < 1
     exponent = torch.where(which & (peak > 0) & torch.isfinite(peak), exponent, 0)
@@ -151,6 +154,34 @@ def _scaled_by_powers_of_two(rows: torch.Tensor, which: torch.Tensor) -> torch.T
     first = torch.ldexp(one, -half).to(rows.dtype)
     second = torch.ldexp(one, half - exponent).to(rows.dtype)
     return rows * first * second
+
+
+_BITS = {torch.float32: (torch.int32, 23, 0xFF), torch.float64: (torch.int64, 52, 0x7FF)}
+"""Per float dtype: the integer of its width, its fraction bits and its exponent mask."""
+
+
+def _refuse_flushed(rows: torch.Tensor, which: torch.Tensor) -> None:
+    """Refuse rows (where ``which`` holds) with denormal values that their largest value
+    does not dwarf: the CPU flushes denormals to zero while scoring (scaling them up reads
+    them as zero too), which would turn such a row. Read from the bits, which flushing
+    does not touch."""
+    layout = _BITS.get(rows.dtype)
+    if layout is None:
+        return
+    ints, fraction_bits, mask = layout
+    bits = rows.detach()[which[..., 0]].contiguous().view(ints)
+    exponent = (bits >> fraction_bits) & mask
+    denormal = ((exponent == 0) & ((bits & ((1 << fraction_bits) - 1)) != 0)).any(dim=-1)
+    # A row whose largest value is 2^(fraction bits + 1) times the smallest normal or more
+    # loses nothing within its precision when its denormals are flushed.
+    small = exponent.amax(dim=-1) <= fraction_bits + 1
+    if bool((denormal & small).any()):
+        info = torch.finfo(rows.dtype)
+        raise InputError(
+            f"some rows hold only values near or below the smallest normal "
+            f"{str(rows.dtype).removeprefix('torch.')} ({info.tiny:.1e}), which the CPU "
+            "flushes to zero while scoring: multiply the vectors by a power of two (2^64, "
+            "say) to score them exactly")
 
 
 def _squared_norms(rows: torch.Tensor) -> torch.Tensor:

@@ -370,3 +370,28 @@ def test_the_python_api_refuses_what_it_cannot_take():
         infonce_cli.info_nce(q, q, torch.randn(4, 2, 2))
     with pytest.raises(UsageError, match="qrels must be the path of a qrels file"):
         infonce_cli.retrieval(q.numpy(), q.numpy(), qrels={"q0": {"d0": 1}})
+
+
+def test_rows_of_denormal_values_are_refused_not_turned(tmp_path):
+    """The CPU flushes denormal floats to zero while scoring: a float32 row whose values lie
+    around the smallest normal (1.2e-38) would lose some of them and turn (the loss went
+    from 0.113 to 0.216). Such rows are refused; rows around 1e-35 score exactly."""
+    query, positive = _pairs(tmp_path)
+    rows = np.load(query).astype(np.float64)
+    tiny = np.finfo(np.float32).tiny
+    np.save(tmp_path / "denormal.npy",
+            (rows / np.abs(rows).max(axis=1, keepdims=True) * tiny * 1.5).astype(np.float32))
+    assert (np.abs(np.load(tmp_path / "denormal.npy")) < tiny).any()
+    result = run_cli("score", "-q", str(tmp_path / "denormal.npy"), "-p", positive)
+    assert result.exit_code == 1
+    assert result.stderr == ("error: some rows hold only values near or below the smallest "
+                             "normal float32 (1.2e-38), which the CPU flushes to zero while "
+                             "scoring: multiply the vectors by a power of two (2^64, say) to "
+                             "score them exactly\n")
+    np.save(tmp_path / "small.npy", (rows * 1e-35).astype(np.float32))
+    assert not (np.abs(np.load(tmp_path / "small.npy")) < tiny).any()
+    small = run_cli("score", "-q", str(tmp_path / "small.npy"), "-p", positive, "--format",
+                    "json")
+    assert small.exit_code == 0, small.stderr
+    want = _float64_losses(rows, np.load(positive).astype(np.float64), 0.05).mean()
+    assert json.loads(small.stdout)["loss"]["mean"] == pytest.approx(want, rel=1e-5)
