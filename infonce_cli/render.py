@@ -682,11 +682,11 @@ _TREC_FIELD = re.compile(r"[^\s]+")
 
 def check_run_tag(tag: str) -> None:
     """Refuse a run tag that would not be one column of the run file."""
-    from .io.sources import printable
+    from .io import quoted
 
     if not _TREC_FIELD.fullmatch(tag):
-        raise UsageError(f"{arg('run_tag')} {printable(repr(tag))}: the tag is a column of the "
-                         "run file; give one word without whitespace")
+        raise UsageError(f"{arg('run_tag')} {quoted(tag)}: the tag is a column of the run "
+                         "file; give one word without whitespace")
 
 
 def write_trec_run(top: Mapping[str, Any], target: str, tag: str) -> None:
@@ -694,16 +694,17 @@ def write_trec_run(top: Mapping[str, Any], target: str, tag: str) -> None:
     best first, scores printed to round-trip exactly; refused (before anything is
     written) when an id is empty or holds whitespace."""
     from . import io
-    from .io.sources import printable
 
+    for name, ids in (("query", top["query_id"]),
+                      ("document", (doc for docs in top["doc_ids"] for doc in docs))):
+        bad = [value for value in {str(value) for value in ids}
+               if not _TREC_FIELD.fullmatch(value)]
+        if bad:
+            raise InputError(f"{arg('run')}: the {name} id {io.quoted(min(bad))} is empty or "
+                             "holds whitespace, which would split the run file's columns")
     lines = []
     for query_id, doc_ids, scores in zip(top["query_id"], top["doc_ids"], top["scores"],
                                          strict=True):
-        for name, value in (("query", query_id), *(("document", doc) for doc in doc_ids)):
-            if not _TREC_FIELD.fullmatch(str(value)):
-                raise InputError(f"{arg('run')}: the {name} id {printable(repr(str(value)))} "
-                                 "is empty or holds whitespace, which would split the "
-                                 "run file's columns")
         for rank, (doc_id, score) in enumerate(zip(doc_ids, scores, strict=True), start=1):
             lines.append(f"{query_id} Q0 {doc_id} {rank} {float(score)!r} {tag}\n")
     data = "".join(lines).encode()

@@ -565,9 +565,8 @@ def _row_names(embeddings: Any, ids: Any, column: str | None, rows: int, role: s
     if (counts > 1).any():
         repeated = int(np.argmax(counts > 1))
         rows_of = np.flatnonzero(values == unique[repeated])
-        raise InputError(f"{label}: id {io.printable_path(repr(str(unique[repeated])))} names rows "
-                         f"{rows_of[0]} and "
-                         f"{rows_of[1]}; ids must be unique")
+        raise InputError(f"{label}: id {io.quoted(unique[repeated])} names rows {rows_of[0]} "
+                         f"and {rows_of[1]}; ids must be unique")
     return values
 
 

@@ -43,7 +43,7 @@ from .loading import (
 from .npy import NpyRows
 from .outputs import check_output_path, check_outputs, write_atomically
 from .qrels import DEFAULT_ID_COLUMNS, Qrels, default_id_column, load_qrels, load_row_ids
-from .sources import PARQUET_SUFFIXES, Format, forget_streams, printable_path
+from .sources import PARQUET_SUFFIXES, Format, forget_streams, printable_path, quoted
 from .tables import TableRows
 
 ParquetRows = TableRows
@@ -84,6 +84,7 @@ __all__ = [
     "on_wait",
     "parquet_files",
     "printable_path",
+    "quoted",
     "row_stats",
     "wait_notice_seconds",
     "write_atomically",

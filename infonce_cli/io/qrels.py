@@ -55,6 +55,7 @@ from .sources import (
     is_dataset,
     printable,
     printable_path,
+    quoted,
 )
 from .tables import column_array, table_parts
 
@@ -158,7 +159,7 @@ def load_row_ids(path: str) -> Array:
     if repeat is not None:
         earlier, later = (position + first for position in repeat)
         where = f"{name}:{later}" if unit == "line" else name
-        raise InputError(f"{where}: id {_quoted(ids[repeat[1]])} appears twice, at {unit}s "
+        raise InputError(f"{where}: id {quoted(ids[repeat[1]])} appears twice, at {unit}s "
                          f"{earlier} and {later}")
     return ids
 
@@ -186,7 +187,7 @@ def default_id_column(
     found = [column for column in names if column in parts[0].schema.names]
     if len(found) <= 1:
         return found[0] if found else None
-    listed = ", ".join(_quoted(column) for column in found[:-1]) + f" and {_quoted(found[-1])}"
+    listed = ", ".join(quoted(column) for column in found[:-1]) + f" and {quoted(found[-1])}"
     raise UsageError(f"{printable_path(path)}: has columns {listed}, each of which could hold "
                      f"the ids; choose one with {arg(argument)}")
 
@@ -326,7 +327,7 @@ def _text_relevance(text: str, name: str, number: int, grades: dict[str, int]) -
     if value is None:
         value = _whole_number(text)
         if value is None:
-            raise InputError(f"{name}:{number}: {_RELEVANCE}, got {_quoted(text)}")
+            raise InputError(f"{name}:{number}: {_RELEVANCE}, got {quoted(text)}")
         grades[text] = value
     return value
 
@@ -419,7 +420,7 @@ def _table_ids(array: pa.Array, name: str, column: str, role: str) -> Array:
     kind = array.type
     if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)
             or pa.types.is_integer(kind)):
-        raise InputError(f"{name}: column {_quoted(column)} must hold strings or integers, "
+        raise InputError(f"{name}: column {quoted(column)} must hold strings or integers, "
                          f"got {printable(str(kind))}")
     if array.null_count:
         raise InputError(f"{_at(name, 'row', _first_null(array))}: null {role}")
@@ -437,7 +438,7 @@ def _table_relevance(array: pa.Array, name: str, column: str) -> Array:
         array = array.dictionary_decode()
     kind = array.type
     if not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
-        raise InputError(f"{name}: column {_quoted(column)} must hold whole numbers ≥ 0, got "
+        raise InputError(f"{name}: column {quoted(column)} must hold whole numbers ≥ 0, got "
                          f"{printable(str(kind))}")
     if array.null_count:
         raise InputError(f"{_at(name, 'row', _first_null(array))}: {_RELEVANCE}, got null")
@@ -526,8 +527,8 @@ def _refuse_repeated_pairs(qrels: Qrels) -> None:
     if repeat is None:
         return
     earlier, later = repeat
-    raise InputError(f"{qrels.where(later)}: query {_quoted(qrels.query_ids[later])}, "
-                     f"document {_quoted(qrels.doc_ids[later])} judged twice, at "
+    raise InputError(f"{qrels.where(later)}: query {quoted(qrels.query_ids[later])}, "
+                     f"document {quoted(qrels.doc_ids[later])} judged twice, at "
                      f"{qrels.numbering}s {int(qrels.lines[earlier])} and "
                      f"{int(qrels.lines[later])}")
 
@@ -537,10 +538,6 @@ def _refuse_repeated_pairs(qrels: Qrels) -> None:
 
 def _at(name: str, unit: str, number: int) -> str:
     return f"{name}:{number}" if unit == "line" else f"{name}: row {number}"
-
-
-def _quoted(text: Any) -> str:
-    return printable(repr(str(text)))
 
 
 def _count(count: int, noun: str) -> str:

@@ -119,6 +119,16 @@ def printable(text: str) -> str:
     return "".join(_escaped(char) for char in text)
 
 
+def quoted(value: Any) -> str:
+    """A value (an id, a column name, a tag) as a message quotes it: its text in quotes,
+    on one line.
+
+    >>> quoted("a b")
+    "'a b'"
+    """
+    return printable(repr(str(value)))
+
+
 def _escaped(char: str) -> str:
     if unicodedata.category(char) not in ("Cc", "Cs", "Zl", "Zp"):
         return char

@@ -15,7 +15,7 @@ import numpy as np
 from infonce_cli.errors import InputError
 
 from .npy import RowReader
-from .sources import Format, Source, first_line, input_sources, printable, printable_path
+from .sources import Format, Source, first_line, input_sources, printable, printable_path, quoted
 
 if TYPE_CHECKING:  # pyarrow is imported where a table is read: it takes 0.1 s to load
     import pyarrow as pa
@@ -101,7 +101,7 @@ class TablePart:
             return array
         except Exception as exc:
             raise InputError(f"{self.name}: cannot read {self.chunk_kind} {index} of column "
-                             f"{printable(repr(column))} ({first_line(exc)})") from None
+                             f"{quoted(column)} ({first_line(exc)})") from None
 
     def close(self) -> None:
         """Close the file (a later read opens it again)."""
@@ -166,14 +166,14 @@ class TableRows(RowReader):
         if column is None:
             column = _only_vector_column(schema, name)
         elif column not in schema.names:
-            raise InputError(f"{name}: no column {printable(repr(column))}; columns: "
+            raise InputError(f"{name}: no column {quoted(column)}; columns: "
                              f"{_columns_listed(schema)}")
         self.column, self.label, self.depth = column, f"{name}:{printable(column)}", depth
         self.groups: list[tuple[int, int, int, int]] = []  # part, chunk, first row, rows
         total = 0
         for number, part in enumerate(self.parts):
             if column not in part.schema.names:
-                raise InputError(f"{part.name}: no column {printable(repr(column))}")
+                raise InputError(f"{part.name}: no column {quoted(column)}")
             for index, rows in enumerate(part.chunk_rows):
                 if rows:
                     self.groups.append((number, index, total, rows))
@@ -291,7 +291,7 @@ def column_array(parts: list[TablePart], column: str, name: str) -> pa.Array:
     chunks = []
     for part in parts:
         if column not in part.schema.names:
-            raise InputError(f"{part.name}: no column {printable(repr(column))}; columns: "
+            raise InputError(f"{part.name}: no column {quoted(column)}; columns: "
                              f"{_columns_listed(part.schema)}")
         chunks += [part.read(index, column) for index in range(len(part.chunk_rows))]
         part.close()
@@ -300,7 +300,7 @@ def column_array(parts: list[TablePart], column: str, name: str) -> pa.Array:
     try:
         return pa.concat_arrays(chunks) if len(chunks) > 1 else chunks[0]
     except Exception as exc:  # parts whose column types differ
-        raise InputError(f"{name}: column {printable(repr(column))} differs between parts "
+        raise InputError(f"{name}: column {quoted(column)} differs between parts "
                          f"({first_line(exc)})") from None
 
 
@@ -309,7 +309,7 @@ def ids_to_numpy(array: pa.Array, name: str, column: str) -> np.ndarray[Any, Any
     them (N, M) (the ids of paired negatives)."""
     import pyarrow as pa
 
-    where = f"{name}: column {printable(repr(column))}"
+    where = f"{name}: column {quoted(column)}"
     if array.null_count:
         raise InputError(f"{where} has {array.null_count} null ids")
     shape = [len(array)]
