@@ -175,10 +175,10 @@ class Ranks:
     def update(self, scores: torch.Tensor, block_max: torch.Tensor, first_index: int) -> None:
         """Fold a block's (detached) scores, with their row maxima, into ranks and hardest
         negatives."""
-        self._count_at_or_above(scores, block_max)
+        self.count_at_or_above(scores, block_max)
         self._track_hardest(scores, block_max, first_index)
 
-    def _count_at_or_above(self, scores: torch.Tensor, block_max: torch.Tensor) -> None:
+    def count_at_or_above(self, scores: torch.Tensor, block_max: torch.Tensor) -> None:
         """Count the negatives scoring at or above the positive. When picking rows, only
         those whose block maximum reaches their positive are compared (usually few)."""
         positive = self.positive_score.detach()
@@ -385,9 +385,12 @@ class RunningState:
         with torch.no_grad():
             self.ranks.count(block, scores.shape[1])
             detached = scores.detach()
-            block_max = (detached.amax(dim=1) if self.top is None
-                         else self.top.update(detached, block.first_index)).to(dtype)
-            self.ranks.update(detached, block_max, block.first_index)
+            if self.top is None:
+                block_max = detached.amax(dim=1).to(dtype)
+                self.ranks.update(detached, block_max, block.first_index)
+            else:  # the top-k lists hold the hardest negative, so only ranks are counted
+                block_max = self.top.update(detached, block.first_index).to(dtype)
+                self.ranks.count_at_or_above(detached, block_max)
             if self.bins is not None:
                 self.bins.add(detached)
                 return
@@ -436,11 +439,13 @@ class RunningState:
             loss = self.log_sum_exp.loss()
             if self.moments is not None:
                 moments = self.moments.finish(self.log_sum_exp.sums, ranks.num_candidates)
+        hardest = ((ranks.hardest_score, ranks.hardest_index) if self.top is None
+                   else (self.top.scores[:, 0], self.top.index[:, 0]))
         return BlockResult(
             loss=loss,
             positive_score=self.positive_score,
-            hardest_negative_score=ranks.hardest_score,
-            hardest_negative_index=ranks.hardest_index,
+            hardest_negative_score=hardest[0],
+            hardest_negative_index=hardest[1],
             rank=ranks.at_or_above + 1,
             num_candidates=ranks.num_candidates,
             masked=ranks.masked,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -79,6 +80,27 @@ def test_every_row_path_matches_float64_loop(rng, monkeypatch, case):
     np.testing.assert_allclose(got.loss[:, 0].numpy(), want.loss, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(got.rank.numpy(), want.rank)
     np.testing.assert_array_equal(got.hardest_negative_index.numpy(), want.hardest_negative_index)
+
+
+@pytest.mark.parametrize("picks_rows", [True, False])
+@pytest.mark.parametrize("case", list(CASES))
+def test_hardest_negatives_read_from_the_top_lists_are_the_searched_ones(rng, monkeypatch,
+                                                                         case, picks_rows):
+    """With top-k lists kept (for hubness) the hardest negative is their first entry: the
+    same index and score as the search without them, a copy of a positive tying with it
+    included, on both row paths and in small blocks."""
+    monkeypatch.setattr(engine, "_picks_rows", lambda device: picks_rows)
+    query, positive, paired, shared = _data(rng)
+    positive[5] = positive[3]  # row 3's hardest in-batch negative ties with its positive
+    neg_key, engine_kwargs, _ = CASES[case]
+    negatives = {"paired": paired, "shared": shared, None: None}[neg_key]
+    options = EngineOptions(temperatures=(0.1,), max_memory=2**12, **engine_kwargs)
+    searched = score_embeddings(query, positive, negatives, options)
+    listed = score_embeddings(query, positive, negatives, replace(options, top_k=3))
+    assert torch.equal(listed.hardest_negative_index, searched.hardest_negative_index)
+    assert torch.equal(listed.hardest_negative_score, searched.hardest_negative_score)
+    assert torch.equal(listed.rank, searched.rank)
+    assert torch.equal(listed.top_index[:, 0], listed.hardest_negative_index)
 
 
 @pytest.mark.parametrize("max_memory", [2**20, 2**29, 2**32])
