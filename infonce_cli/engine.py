@@ -234,7 +234,7 @@ def _fold(
     first_rows: int | None = None,
 ) -> PerSampleScores:
     options = source.options
-    inverse = [1.0 / t for t in temperatures]
+    inverse = _inverse_temperatures(temperatures, reduction_dtype(options.dtype))
     scales = torch.tensor(inverse, dtype=reduction_dtype(options.dtype), device=options.device)
     picks_rows = _picks_rows(options.device)
     width = binned_width(source, temperatures)
@@ -293,6 +293,26 @@ def _merge(
         if field.name not in merged:
             merged[field.name] = value.new_empty((rows, *value.shape[1:]))
         merged[field.name][low:high] = value
+
+
+def _inverse_temperatures(temperatures: Sequence[float], dtype: torch.dtype) -> list[float]:
+    """1/τ for each temperature, refused unless it is a normal number of the ``dtype``
+    scores are reduced in: a scale that overflows makes every logit infinite, and one below
+    the smallest normal number is flushed to 0 by the CPU, which turns the −inf of an
+    excluded candidate into NaN."""
+    limits, name = torch.finfo(dtype), str(dtype).removeprefix("torch.")
+    wider = f", or {arg('dtype')} float64" if dtype != torch.float64 else ""
+    inverse = [1.0 / t for t in temperatures]
+    for temperature, scale in zip(temperatures, inverse, strict=True):
+        if scale < limits.tiny:
+            raise UsageError(f"temperature {temperature:g} is too large for {name} scores: "
+                             f"1/τ is below the smallest normal {name} ({limits.tiny:.3g}); "
+                             f"use a temperature below {1 / limits.tiny:.3g}{wider}")
+        if scale > limits.max:
+            raise UsageError(f"temperature {temperature:g} is too small for {name} scores: "
+                             f"1/τ overflows {name}; use a temperature above "
+                             f"{1 / limits.max:.3g}{wider}")
+    return inverse
 
 
 def _picks_rows(device: torch.device) -> bool:

@@ -28,9 +28,12 @@ RELATIVE_PRECISION = 1e-6
 MAX_REFINE_PASSES = 12
 """Evaluations the search makes at most before it gives up (unconverged)."""
 NO_OPTIMUM_COLD = ("every positive scores at or above all of its negatives, so the loss "
-                   "keeps falling as τ → 0: there is no finite optimum")
+                   "keeps falling as τ → 0")
+NO_OPTIMUM_FLAT = ("every candidate scores as its query's positive, so the loss is log|C| "
+                   "at every τ")
 NO_OPTIMUM_HOT = ("the positives score at or below their average candidate, so the loss "
-                  "keeps falling as τ → ∞: there is no finite optimum")
+                  "keeps falling as τ → ∞")
+"""Why there is no finite optimum (``Optimum.reason``)."""
 _EXTEND_STEPS = 8
 """Doublings (or halvings) of s tried per pass when the optimum lies beyond the grid."""
 

@@ -112,7 +112,8 @@ def summarize_score(
             others_masked=not labels.supcon, recall_at=labels.recall_at,
             loss=loss[keep] if labels.supcon else None)
     bound, ceiling = mi_lower_bound(loss[keep], num_candidates[keep])
-    notes = (*notes, *_scale_notes(bound, ceiling, temperature, run, temperature_fitted),
+    notes = (*notes, *_scale_notes(bound, ceiling, temperature, run, temperature_fitted,
+                                   _at_chance(per_sample, loss, num_candidates, keep)),
              *_tie_notes(per_sample, labels, keep))
     intervals = None
     if labels.resamples:
@@ -225,10 +226,33 @@ def _tie_notes(per_sample: PerSampleScores, labels: Labels, keep: Array) -> tupl
                  f"counts against the rank; {arg('mask_duplicates')} drops such copies"),)
 
 
+def _at_chance(per_sample: PerSampleScores, loss: Array, num_candidates: Array, keep: Array
+               ) -> str | None:
+    """Whether every kept query's loss is log|C_i| to rounding, as if its candidates scored
+    alike: "tied" when each one's hardest negative does score as its positive (no
+    temperature tells them apart), "uniform" when only the softmax is (τ too large)."""
+    chance = np.log(num_candidates[keep].astype(np.float64))
+    if not np.all(np.abs(loss[keep] - chance) <= 1e-5 * np.maximum(chance, 1.0)):
+        return None
+    hardest = per_sample.hardest_negative_score.detach().cpu().double().numpy()[keep]
+    positive = per_sample.positive_score.detach().cpu().double().numpy()[keep]
+    return "tied" if np.array_equal(hardest, positive) else "uniform"
+
+
 def _scale_notes(bound: float, ceiling: float, temperature: float, run: RunInfo,
-                 fitted: bool) -> tuple[str, ...]:
-    """A hint when the loss is worse than scoring every candidate alike: τ is then usually
-    wrong for the scale of the scores (raw dot products, say)."""
+                 fitted: bool, chance: str | None) -> tuple[str, ...]:
+    """A hint when the loss is no better than scoring every candidate alike: τ is then
+    usually wrong for the scale of the scores (raw dot products, say, or a τ so large that
+    the softmax is uniform), unless the candidates do score alike."""
+    if chance == "tied":
+        return (Note("every candidate of each query scores as its positive, so each loss "
+                     f"is log|C| = {ceiling:.3g} nats at any temperature: these rows cannot "
+                     "tell the pairs apart (the MI lower bound is 0)"),)
+    if chance == "uniform" and not fitted:
+        return (Note(f"every query's loss is log|C| = {ceiling:.3g} nats to rounding: at "
+                     f"τ = {temperature:g} the softmax over the {run.similarity} scores is "
+                     f"uniform, so τ is far too large for them; try {arg('temperature')} "
+                     "auto or a sweep"),)
     if bound >= 0 or fitted:
         return ()
     return (Note(f"the mean loss is above log|C| = {ceiling:.3g} nats (the MI lower bound is "

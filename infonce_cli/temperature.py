@@ -31,7 +31,7 @@ from .engine import (
 )
 from .errors import InfonceError, UsageError, arg
 from .optimum import MAX_REFINE_PASSES as MAX_REFINE_PASSES
-from .optimum import NO_OPTIMUM_COLD, Point, find_optimum
+from .optimum import NO_OPTIMUM_COLD, NO_OPTIMUM_FLAT, Point, find_optimum
 from .optimum import NO_OPTIMUM_HOT as NO_OPTIMUM_HOT
 from .optimum import RELATIVE_PRECISION as RELATIVE_PRECISION
 from .results import Optimum
@@ -140,8 +140,8 @@ def score_at_optimum(
     passes = prepare_passes(query, positive, negatives, options, ids)
     optimum = sweep_passes(passes, temperature_grid(*DEFAULT_GRID), on_rows_done, summer).optimum
     if optimum.temperature is None:
-        raise InfonceError(f"{arg('temperature')} auto: {optimum.reason}; give a temperature "
-                           "instead")
+        raise InfonceError(f"{arg('temperature')} auto finds no finite optimum: "
+                           f"{optimum.reason}; give a temperature instead")
     return optimum.temperature, fold_passes(passes, [optimum.temperature])
 
 
@@ -176,8 +176,7 @@ def sweep_passes(
                    mean_candidate_gap=None)
     means = _Means(summer)
     known = _points(folded, [1.0 / t for t in probes], means, len(kept)) if probes else None
-    optimum = fit_temperature(passes, temperatures, grid.loss.detach(), grid.positive_unbeaten,
-                              summer, known)
+    optimum = fit_temperature(passes, temperatures, grid, summer, known)
     return SweepScores(grid, temperatures, optimum)
 
 
@@ -234,8 +233,7 @@ def _pilot_probes(
         return []
     grid = (*temperatures[:-1:max(1, len(temperatures) // _PILOT_GRID)], temperatures[-1])
     pilot_grid = fold_passes(passes, grid, first_rows=_PILOT_ROWS)
-    pilot = fit_temperature(passes, grid, pilot_grid.loss.detach(),
-                            pilot_grid.positive_unbeaten, first_rows=_PILOT_ROWS,
+    pilot = fit_temperature(passes, grid, pilot_grid, first_rows=_PILOT_ROWS,
                             precision=_PILOT_PRECISION)
     if pilot.temperature is None:
         return []
@@ -245,15 +243,14 @@ def _pilot_probes(
 def fit_temperature(
     passes: Sequence[SimilarityPass | CachedPass],
     temperatures: Sequence[float],
-    grid_loss: torch.Tensor,
-    positive_unbeaten: torch.Tensor,
+    grid: PerSampleScores,
     summer: Summer | None = None,
     known: tuple[list[Point], float] | None = None,
     first_rows: int | None = None,
     precision: float = RELATIVE_PRECISION,
 ) -> Optimum:
-    """The exact minimiser of the mean loss over all τ > 0, from the grid's per-sample losses
-    (N, T).
+    """The exact minimiser of the mean loss over all τ > 0, from the ``grid``'s per-sample
+    scores (its losses (N, T) at the ``temperatures``).
 
     Each step folds the scores at a handful of probe temperatures with their softmax
     moments; ``known`` holds points already evaluated (and the slope at s = 0). In a
@@ -262,14 +259,20 @@ def fit_temperature(
     a looser relative ``precision``.
     """
     means = _Means(summer)
-    if bool(means.count(~positive_unbeaten) == 0):
-        return Optimum(None, None, False, NO_OPTIMUM_COLD)
+    if means.count(~grid.positive_unbeaten) == 0:
+        # The loss falls as τ → 0, unless every candidate ties with its positive: then it
+        # is log|C| at every τ (each query's loss at any one τ tells).
+        chance = grid.num_candidates.double().log()
+        off = (grid.loss[:, 0].detach().double() - chance).abs() > 1e-5 * chance.clamp_min(1)
+        return Optimum(None, None, False,
+                       NO_OPTIMUM_FLAT if means.count(off) == 0 else NO_OPTIMUM_COLD)
 
     def evaluate(probes: list[float]) -> tuple[list[Point], float]:
         result = fold_passes(passes, [], [1.0 / s for s in probes], first_rows=first_rows)
         return _points(result, probes, means, 0)
 
-    return find_optimum(evaluate, temperatures, means.mean(grid_loss), known, precision)
+    return find_optimum(evaluate, temperatures, means.mean(grid.loss.detach()), known,
+                        precision)
 
 
 def _points(

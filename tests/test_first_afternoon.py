@@ -54,16 +54,46 @@ def test_a_prefix_of_a_command_suggests_it():
                                     "'sweep-temperature'?")
 
 
-def test_a_tiny_temperature_is_refused_not_printed_as_null(data):
-    scored = run_cli("score", *BASE, "-t", "1e-40", "--format", "json")
-    assert scored.exit_code == 1
-    assert scored.stdout == ""
-    assert re.fullmatch(r"error: the loss is not finite at temperature 1e-40 for \d+ pairs "
-                        r"\(first: row \d+\): the logits overflow float32; use a larger "
-                        r"temperature, --dtype float64, or rescale the vectors\n", scored.stderr)
-    swept = run_cli("sweep-temperature", *BASE, "--temperatures", "1e-40,0.05", "--format", "json")
-    assert swept.exit_code == 1
-    assert swept.stderr.startswith("error: the loss is not finite at temperature 1e-40")
+@pytest.mark.parametrize(("temperature", "line"), [
+    ("1e-40", "error: temperature 1e-40 is too small for float32 scores: 1/τ overflows "
+              "float32; use a temperature above 2.94e-39, or --dtype float64"),
+    ("1e38", "error: temperature 1e+38 is too large for float32 scores: 1/τ is below the "
+             "smallest normal float32 (1.18e-38); use a temperature below 8.51e+37, or "
+             "--dtype float64"),
+])
+def test_a_temperature_whose_scale_float32_cannot_hold_is_refused(data, temperature, line):
+    """1/τ beyond float32's range, or below its normal numbers (which the CPU flushes to
+    0, turning an excluded candidate's −inf into NaN), is refused, not printed as null;
+    float64 holds it."""
+    scored = run_cli("score", *BASE, "-t", temperature, "--format", "json")
+    assert (scored.exit_code, scored.stdout, scored.stderr) == (2, "", line + "\n")
+    swept = run_cli("sweep-temperature", *BASE, "--temperatures", f"{temperature},0.05",
+                    "--format", "json")
+    assert (swept.exit_code, swept.stdout, swept.stderr) == (2, "", line + "\n")
+    wide = run_cli("score", *BASE, "-t", temperature, "--dtype", "float64", "--format", "json")
+    assert wide.exit_code == 0, wide.stderr
+    assert np.isfinite(json.loads(wide.stdout)["loss"]["mean"])
+
+
+def test_a_loss_at_chance_is_explained_by_its_cause(data):
+    """Every loss at log|C|: a τ so large that the softmax is uniform is named as such, and
+    rows that score every candidate alike are not blamed on τ, in score and in a sweep."""
+    hot = json.loads(run_cli("score", *BASE, "-t", "1e30", "--format", "json").stdout)
+    assert [note for note in hot["notes"] if "log|C|" in note] == [
+        "every query's loss is log|C| = 5.99 nats to rounding: at τ = 1e+30 the softmax over "
+        "the cosine scores is uniform, so τ is far too large for them; try temperature auto "
+        "or a sweep"]
+    np.save("same.npy", np.repeat(np.load("queries.npy")[:1], 50, axis=0))
+    tied = run_cli("score", "-q", "same.npy", "-p", "same.npy", "--format", "json")
+    notes = json.loads(tied.stdout)["notes"]
+    assert notes[0] == ("every candidate of each query scores as its positive, so each loss "
+                        "is log|C| = 3.91 nats at any temperature: these rows cannot tell the "
+                        "pairs apart (the MI lower bound is 0)")
+    assert not any("τ = " in note for note in notes)
+    swept = json.loads(run_cli("sweep-temperature", "-q", "same.npy", "-p", "same.npy",
+                               "--steps", "3", "--format", "json").stdout)
+    assert swept["optimum"]["reason"] == ("every candidate scores as its query's positive, so "
+                                          "the loss is log|C| at every τ")
 
 
 def test_overflowing_dot_products_are_refused(data):

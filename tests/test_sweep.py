@@ -290,8 +290,8 @@ def test_score_with_fitted_temperature(data):  # noqa: F811
 def test_auto_temperature_without_optimum_is_an_error(data):  # noqa: F811
     result = run("score", "-q", "queries.npy", "-p", "queries.npy", "-t", "auto")
     assert result.exit_code == 1
-    assert result.stderr == (f"error: --temperature auto: {NO_OPTIMUM_COLD}; "
-                             "give a temperature instead\n")
+    assert result.stderr == ("error: --temperature auto finds no finite optimum: "
+                             f"{NO_OPTIMUM_COLD}; give a temperature instead\n")
 
 
 def test_no_optimum_in_json(data):  # noqa: F811
