@@ -32,7 +32,7 @@ import torch
 
 from .calibration import calibration, top_probability
 from .engine import EngineOptions, NegativeMode, PerSampleScores
-from .errors import InputError, arg
+from .errors import InputError
 from .requests import HUBNESS_K
 from .results import Calibration, Diagnostics, Hubness, SidePair
 from .rows import Rows, gather_rows
@@ -242,7 +242,7 @@ def _check_rows(*sides: tuple[str, Rows]) -> None:
     and ``l2`` scores allow)."""
     for name, rows in sides:
         if int(rows.shape[0]) < 2:
-            raise InputError(f"{arg('diagnostics')} needs at least 2 {name}: uniformity and "
+            raise InputError(f"the diagnostics need at least 2 {name}: uniformity and "
                              f"anisotropy compare distinct rows (got {int(rows.shape[0])})")
         for start in range(0, int(rows.shape[0]), _ROW_BLOCK):
             block = rows[start:start + _ROW_BLOCK]
@@ -250,7 +250,7 @@ def _check_rows(*sides: tuple[str, Rows]) -> None:
                        if isinstance(block, torch.Tensor) else np.asarray(block).any(axis=-1))
             zero = np.flatnonzero(~nonzero)
             if zero.size:
-                raise InputError(f"{arg('diagnostics')} normalises every row, and row "
+                raise InputError("the diagnostics normalise every row, and row "
                                  f"{start + int(zero[0])} of the {name} is all zeros")
 
 

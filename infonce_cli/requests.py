@@ -469,8 +469,9 @@ class RetrievalCompareRequest:
         object.__setattr__(self, "temperature", parse_temperature(self.temperature))
         _choice("multi_positive", self.multi_positive, MULTI_POSITIVE)
         _choice("correction", self.correction, ("holm", "bonferroni"))
-        if len(self.models) < 2:
-            raise UsageError("compare needs at least two models")
+        if not 2 <= len(self.models) <= 26:
+            raise UsageError(f"compare takes 2 to 26 models (named a to z), got "
+                             f"{len(self.models)}")
         _one_stdin([named for model in self.models for named in model.named_sources()])
         _check_bootstrap(self.bootstrap)
         at = self.evaluation.at

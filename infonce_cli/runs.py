@@ -169,7 +169,9 @@ def run_compare(request: CompareRequest, progress: Progress | None = None) -> Co
     tau = 1.0 if auto else float(request.temperature)
     options = engine_options(request.engine, (tau,), request.masking.mask_duplicates,
                              request.a.neg is not None, cluster)
-    models = [load_inputs(inputs, options, cluster) for inputs in (request.a, request.b)]
+    io.check_present([*request.a.paths(), *request.b.paths()])
+    models = [load_inputs(inputs, options, cluster, model)
+              for inputs, model in ((request.a, "_a"), (request.b, "_b"))]
     if models[0].n != models[1].n:
         raise InputError(f"{models[1].query.label}: has {models[1].n} pairs but "
                          f"{models[0].query.label} has {models[0].n}; compare needs the same "
@@ -201,19 +203,21 @@ def run_compare(request: CompareRequest, progress: Progress | None = None) -> Co
     return result
 
 
-def run_retrieval(request: RetrievalRequest,
-                  progress: Progress | None = None) -> RetrievalResult:
+def run_retrieval(request: RetrievalRequest, progress: Progress | None = None,
+                  model: str = "") -> RetrievalResult:
     """Exact retrieval over the whole corpus: graded metrics from the position of every
     relevant document, the InfoNCE loss with the relevant documents as positives and
     every other document as a negative, and with ``run`` the top-k list of every query;
-    raise ``GateFailed`` with the result when a ``fail_below`` gate is missed."""
+    raise ``GateFailed`` with the result when a ``fail_below`` gate is missed. ``model``
+    ("_a", "_b", …) follows the names of in-memory arrays in messages."""
     inputs, evaluation = request.inputs, request.evaluation
+    io.check_present(inputs.paths())
     auto = request.temperature == "auto"
     tau = 1.0 if auto else float(request.temperature)
     cluster = Cluster()
     options = engine_options(request.engine, (tau,), False, True, cluster)
-    query = _embeddings(inputs.query, "query", inputs.query_key, inputs.query_col)
-    corpus = _embeddings(inputs.corpus, "corpus", inputs.corpus_key, inputs.corpus_col)
+    query = _embeddings(inputs.query, "query", inputs.query_key, inputs.query_col, model)
+    corpus = _embeddings(inputs.corpus, "corpus", inputs.corpus_key, inputs.corpus_col, model)
     if corpus.shape[-1] != query.shape[-1]:
         raise InputError(f"{corpus.label}: vectors have dimension {corpus.shape[-1]} but "
                          f"{query.label} has {query.shape[-1]}")
@@ -284,11 +288,13 @@ def run_retrieval_compare(request: RetrievalCompareRequest,
     """Several models retrieving for the same queries and qrels, each compared with the
     first on every metric; raise ``GateFailed`` with the comparison when ``fail_if_worse``
     and a model is significantly worse than the baseline on ``metric``."""
+    io.check_present([path for inputs in request.models for path in inputs.paths()])
+    names = tuple(chr(ord("a") + index) for index in range(len(request.models)))
     runs = tuple(
         run_retrieval(RetrievalRequest(inputs, request.temperature, request.engine,
-                                       request.evaluation, request.multi_positive), progress)
-        for inputs in request.models)
-    names = tuple(chr(ord("a") + index) for index in range(len(runs)))
+                                       request.evaluation, request.multi_positive), progress,
+                      model=f"_{name}")
+        for inputs, name in zip(request.models, names, strict=True))
     queries = [np.sort(np.asarray(run.per_query["query_id"])) for run in runs
                if run.per_query is not None]
     for name, ids in zip(names[1:], queries[1:], strict=True):
@@ -419,13 +425,16 @@ class LoadedInputs:
         return self.query.values, self.positive.values, negatives
 
 
-def load_inputs(inputs: Inputs, options: EngineOptions, cluster: Cluster) -> LoadedInputs:
+def load_inputs(inputs: Inputs, options: EngineOptions, cluster: Cluster,
+                model: str = "") -> LoadedInputs:
     """Load and check every input of a request; in a distributed run each rank checks the
-    values of its share of the rows."""
-    query = _embeddings(inputs.query, "query", inputs.query_key, inputs.query_col)
-    positive = _embeddings(inputs.pos, "pos", inputs.pos_key, inputs.pos_col)
+    values of its share of the rows. ``model`` ("_a", "_b") follows the names of in-memory
+    arrays in messages."""
+    io.check_present(inputs.paths())
+    query = _embeddings(inputs.query, "query", inputs.query_key, inputs.query_col, model)
+    positive = _embeddings(inputs.pos, "pos", inputs.pos_key, inputs.pos_col, model)
     negatives = None if inputs.neg is None else _embeddings(
-        inputs.neg, "neg", inputs.neg_key, inputs.neg_col, ndims=(2, 3))
+        inputs.neg, "neg", inputs.neg_key, inputs.neg_col, model, ndims=(2, 3))
     io.check_pairs(query, positive, negatives)
     share = cluster.share(query.shape[0])
     cosine = options.similarity is Similarity.COSINE
@@ -459,15 +468,15 @@ def load_inputs(inputs: Inputs, options: EngineOptions, cluster: Cluster) -> Loa
 
 
 def _embeddings(source: Any, role: str, key: str | None, column: str | None,
-                ndims: tuple[int, ...] = (2,)) -> io.Embeddings:
+                model: str = "", ndims: tuple[int, ...] = (2,)) -> io.Embeddings:
     if is_path(source):
         return io.load_embeddings(str(source), key=key, column=column, ndims=ndims)
     if key is not None or column is not None:
         chosen = f"{role}_key" if key is not None else f"{role}_col"
         raise UsageError(f"{arg(chosen)} picks from a file, but {arg(role)} is an array")
     values = _as_numpy(source)
-    io.check_float_array(values, role, ndims)
-    return io.Embeddings(values, role)
+    io.check_float_array(values, role + model, ndims)
+    return io.Embeddings(values, role + model)
 
 
 def _as_numpy(source: Any) -> Array:

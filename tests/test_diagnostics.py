@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -404,8 +405,11 @@ def test_too_few_rows_are_refused_in_one_line(data):
     result = run_cli("score", "--query", "one.npy", "--pos", "one_pos.npy", "--neg",
                      "distractors.npy", "--diagnostics")
     assert result.exit_code == 1
-    assert result.stderr == ("error: --diagnostics needs at least 2 queries: uniformity and "
+    assert result.stderr == ("error: the diagnostics need at least 2 queries: uniformity and "
                              "anisotropy compare distinct rows (got 1)\n")
+    report = run_cli("report", "--query", "one.npy", "--pos", "one_pos.npy", "-o", "one.html")
+    assert (report.exit_code, report.stderr) == (1, result.stderr)
+    assert not Path("one.html").exists()
 
 
 def test_hubness_with_batches_counts_each_batch_s_candidates(rng):
@@ -503,7 +507,7 @@ def test_rows_of_zeros_are_refused_and_tiny_rows_normalised_exactly(rng, data):
     result = run_cli("score", "--query", "zero.npy", "--pos", "zero_pos.npy", "--similarity",
                      "dot", "--temperature", "1", "--diagnostics")
     assert result.exit_code == 1
-    assert result.stderr == ("error: --diagnostics normalises every row, and row 3 of the "
+    assert result.stderr == ("error: the diagnostics normalise every row, and row 3 of the "
                              "queries is all zeros\n")
     from infonce_cli.diagnostics import _check_rows
     from infonce_cli.errors import InputError

@@ -269,6 +269,31 @@ def test_compare_needs_the_same_pairs(files):
                              "the same pairs in the same order\n")
 
 
+def test_the_api_names_the_model_whose_arrays_do_not_line_up(rng, tmp_path):
+    """In-memory arrays have no file names: messages name them query_a, pos_b, corpus_b."""
+    import infonce_cli
+    from infonce_cli.errors import InputError, UsageError
+
+    q = rng.normal(size=(50, 8)).astype(np.float32)
+    p = (q + rng.normal(size=q.shape)).astype(np.float32)
+    with pytest.raises(InputError) as raised:
+        infonce_cli.compare(q, p, q[:40], p[:40])
+    assert str(raised.value) == ("query_b: has 40 pairs but query_a has 50; compare needs "
+                                 "the same pairs in the same order")
+    with pytest.raises(InputError) as raised:
+        infonce_cli.compare(q, p[:40], q, p)
+    assert str(raised.value) == ("pos_a: has 40 rows but query_a has 50; row i of each must "
+                                 "be a pair")
+    qrels = tmp_path / "qrels.tsv"
+    qrels.write_text("query-id\tcorpus-id\tscore\n0\t0\t1\n1\t1\t1\n")
+    with pytest.raises(InputError) as raised:
+        infonce_cli.compare_retrieval([q, q, q], [p, p, p[:, :4]], str(qrels))
+    assert str(raised.value) == "corpus_c: vectors have dimension 4 but query_c has 8"
+    with pytest.raises(UsageError) as raised:
+        infonce_cli.compare_retrieval([q] * 27, [p] * 27, str(qrels))
+    assert str(raised.value) == "compare takes 2 to 26 models (named a to z), got 27"
+
+
 def test_several_positives_through_the_cli(files, rng):
     centres, labels, positives = _groups(rng, queries=50, d=384)
     np.save("mq.npy", centres[labels])

@@ -204,6 +204,22 @@ def test_the_cli_notes_on_stderr_what_it_waits_for(tmp_path, monkeypatch):
     assert f"note: waiting for input on {fifo}" in result.stderr
 
 
+@pytest.mark.parametrize("args", [
+    ("score", "--query", "{fifo}", "--pos", "missing.npy"),
+    ("compare", "--query-a", "{fifo}", "--pos-a", "{pos}", "--query-b", "{pos}",
+     "--pos-b", "missing.npy"),
+    ("retrieval", "--query", "{fifo}", "--corpus", "{pos}", "--qrels", "missing.npy"),
+])
+def test_a_missing_file_is_reported_before_a_pipe_is_waited_on(tmp_path, args):
+    """Nobody writes to the pipe: the mistake in another input is still reported at once."""
+    fifo = tmp_path / "idle.pipe"
+    os.mkfifo(fifo)
+    command = [str(BIN / "infonce"), *(arg.format(fifo=fifo, pos=SAMPLE / "positives.npy")
+                                       for arg in args)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert (result.returncode, result.stderr) == (1, "error: missing.npy: no such file\n")
+
+
 # ---------------------------------------------------------------- formats
 
 

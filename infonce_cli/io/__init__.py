@@ -43,7 +43,14 @@ from .loading import (
 from .npy import NpyRows
 from .outputs import check_output_path, check_outputs, write_atomically
 from .qrels import DEFAULT_ID_COLUMNS, Qrels, default_id_column, load_qrels, load_row_ids
-from .sources import PARQUET_SUFFIXES, Format, forget_streams, printable_path, quoted
+from .sources import (
+    PARQUET_SUFFIXES,
+    Format,
+    check_present,
+    forget_streams,
+    printable_path,
+    quoted,
+)
 from .tables import TableRows
 
 ParquetRows = TableRows
@@ -71,6 +78,7 @@ __all__ = [
     "check_output_path",
     "check_outputs",
     "check_pairs",
+    "check_present",
     "check_values",
     "default_id_column",
     "describe_file",

@@ -33,7 +33,7 @@ import sys
 import threading
 import unicodedata
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -189,6 +189,16 @@ def input_paths(path: str) -> list[str]:
                              "directory")
         return parts
     return [path]
+
+
+def check_present(paths: Iterable[str]) -> None:
+    """Refuse the first path that names nothing readable (a missing file, an empty pattern
+    or directory), without opening any: a pipe among them is not waited on before a
+    mistake in another is reported."""
+    for path in paths:
+        for part in input_paths(path):
+            if part != STDIN:
+                _stat_input(part, printable_path(part))
 
 
 def is_dataset(path: str) -> bool:
