@@ -3,9 +3,9 @@ which build the same request as the command line and run the same pipeline."""
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
-import numpy as np
 import torch
 
 from .engine import EngineOptions, score_embeddings
@@ -77,6 +77,8 @@ def info_nce(
         dtype=query.dtype,
         device=query.device,
     )
+    _check_nonzero(options.similarity, ("query", query), ("positive", positive),
+                   ("negatives", negatives))
     per_sample = score_embeddings(query, positive, negatives, options).loss[:, 0]
     if reduction == "none":
         return per_sample
@@ -98,6 +100,7 @@ def score(query: Source, pos: Source, neg: Source | None = None, **options: Any)
     ``temperature`` (a number, or ``"auto"`` to fit the loss-minimising one). The
     per-sample rows are in ``result.per_sample``.
 
+    >>> import numpy as np
     >>> rng = np.random.default_rng(0)
     >>> q = rng.normal(size=(8, 4)).astype("float32")
     >>> result = score(q, q + 0.1, temperature=0.1, device="cpu")
@@ -113,6 +116,7 @@ def sweep(query: Source, pos: Source, neg: Source | None = None, **options: Any)
     ``min``/``max``/``steps``/``spacing``; ``per_sample=True`` adds the per-sample rows at
     the optimum).
 
+    >>> import numpy as np
     >>> rng = np.random.default_rng(0)
     >>> q = rng.normal(size=(32, 4)).astype("float32")
     >>> result = sweep(q, q + rng.normal(size=(32, 4)).astype("float32"),
@@ -165,9 +169,9 @@ def _check_tensors(query: Any, positive: Any, negatives: Any) -> None:
             raise UsageError(f"info_nce takes torch tensors, and {name} is a "
                              f"{type(value).__name__}: use torch.from_numpy, or "
                              "infonce_cli.score for arrays and files")
-    if query.ndim != 2 or positive.shape != query.shape:
-        raise UsageError(f"query and positive must both be (N, d), got {tuple(query.shape)} "
-                         f"and {tuple(positive.shape)}")
+    if query.ndim != 2 or positive.shape != query.shape or 0 in query.shape:
+        raise UsageError(f"query and positive must both be (N, d) with N, d ≥ 1, got "
+                         f"{tuple(query.shape)} and {tuple(positive.shape)}")
     if negatives is not None and not (
             (negatives.ndim == 2 and negatives.shape[1] == query.shape[1])
             or (negatives.ndim == 3 and negatives.shape[0] == query.shape[0]
@@ -177,12 +181,25 @@ def _check_tensors(query: Any, positive: Any, negatives: Any) -> None:
 
 
 def _check_temperature(temperature: float) -> float:
-    if not (temperature > 0 and np.isfinite(temperature)):
-        raise UsageError(f"{arg('temperature')} must be a finite number > 0, got {temperature}")
+    if (isinstance(temperature, bool) or not isinstance(temperature, int | float)
+            or not (temperature > 0 and math.isfinite(temperature))):
+        raise UsageError(f"{arg('temperature')} must be a finite number > 0, got "
+                         f"{temperature!r}")
     return float(temperature)
 
 
 def _check_batch_size(batch_size: int | None) -> int | None:
-    if batch_size is not None and batch_size < 1:
-        raise UsageError(f"{arg('batch_size')} must be at least 1, got {batch_size}")
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+                                   or batch_size < 1):
+        raise UsageError(f"{arg('batch_size')} must be a whole number ≥ 1, got {batch_size!r}")
     return batch_size
+
+
+def _check_nonzero(similarity: Similarity, *sides: tuple[str, torch.Tensor | None]) -> None:
+    """Cosine divides every row by its norm: refuse rows of zeros, whose loss would be NaN."""
+    if similarity is not Similarity.COSINE:
+        return
+    for name, rows in sides:
+        if rows is not None and bool((rows.detach() == 0).all(dim=-1).any()):
+            raise UsageError(f"{name} holds a row of zeros, which cosine similarity cannot "
+                             "score; use similarity='dot' or 'l2', or drop it")

@@ -741,7 +741,7 @@ def retrieval(
     output: OutputOpt = None,
     run_file: Annotated[str | None, typer.Option("--run", metavar="PATH", rich_help_panel=OUTPUTS, help="Write the top-k documents of every query as a TREC run file (qid Q0 docid rank score tag), or - for stdout.", show_default=False)] = None,
     run_tag: Annotated[str, typer.Option(metavar="TAG", rich_help_panel=OUTPUTS, help="The tag column of the --run file.")] = "infonce",
-    per_query: Annotated[str | None, typer.Option(metavar="PATH", rich_help_panel=OUTPUTS, help="Write every query's metrics to a .parquet, .csv or .jsonl file.", show_default=False)] = None,
+    per_query: Annotated[str | None, typer.Option(metavar="PATH", rich_help_panel=OUTPUTS, help="Write every query's metrics to a .parquet, .csv or .jsonl file, or - for JSONL on stdout (the aggregate then goes to --output or stderr).", show_default=False)] = None,
     fail_below: Annotated[str | None, typer.Option(metavar="METRIC=VALUE", rich_help_panel=GATES, help="Exit 3 when a metric is below a value (0 to 1), e.g. ndcg_at_10=0.4; comma-separated for several.", show_default=False)] = None,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
@@ -770,7 +770,7 @@ def retrieval(
         if per_query is not None:
             render.write_per_sample(result.per_query, per_query, result.run)
         render.emit(render.retrieval_output(result, _format(fmt, output)), output,
-                    to_stderr=run_file == "-")
+                    to_stderr="-" in (run_file, per_query))
         if not quiet:
             render.print_notes(result.notes)
 

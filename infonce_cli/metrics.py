@@ -299,13 +299,17 @@ def graded_metrics(
     # How many relevant documents sit at or above each one (1-based): precision there.
     hits_so_far = np.arange(1, len(query) + 1) - starts[query]
     precision_here = hits_so_far / place
-    discounted_gain = _gain_values(grade, gain) / np.log2(1.0 + place)
+    # Each query's largest grade: exponential gains are taken relative to it.
+    top = np.zeros(num_queries, dtype=np.int64)
+    np.maximum.at(top, ideal_query, ideal_grade)
+    np.maximum.at(top, query, grade)
+    discounted_gain = _gain_values(grade, gain, top[query]) / np.log2(1.0 + place)
 
     ideal_order = np.lexsort((-ideal_grade, ideal_query))
     ideal_query = ideal_query[ideal_order]
     ideal_place = np.arange(1, len(ideal_query) + 1) - (np.cumsum(num_relevant)
                                                          - num_relevant)[ideal_query]
-    ideal_discounted_gain = (_gain_values(ideal_grade[ideal_order], gain)
+    ideal_discounted_gain = (_gain_values(ideal_grade[ideal_order], gain, top[ideal_query])
                              / np.log2(1.0 + ideal_place))
 
     def per_query_sum(weights: np.ndarray[Any, Any], index: IntArray = query) -> FloatArray:
@@ -397,7 +401,10 @@ def _in_range(name: str, values: IntArray, low: int, high: int | None) -> None:
         raise InputError(f"{name} must be {bound}, got {values[first]} at index {first}")
 
 
-def _gain_values(grade: IntArray, gain: Gain) -> FloatArray:
+def _gain_values(grade: IntArray, gain: Gain, top: IntArray) -> FloatArray:
+    """Each relevance grade's gain; exponential gains, 2^rel − 1, divided by 2^top (the
+    query's largest grade), which leaves its nDCG as it is, exactly (a power of two), and
+    keeps 2^rel from overflowing at grades of 1024 and more."""
     if gain is Gain.LINEAR:
         return grade.astype(np.float64)
-    return np.power(2.0, grade.astype(np.float64)) - 1.0
+    return np.exp2((grade - top).astype(np.float64)) - np.exp2(-top.astype(np.float64))

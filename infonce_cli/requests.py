@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import operator
 import os
 import re
 from dataclasses import dataclass, field, fields
@@ -440,7 +441,7 @@ def retrieval_request(query: Source, corpus: Source, qrels: str,
     """A RetrievalRequest from options named as the command line's flags in snake_case."""
     sections = _sections(options, RetrievalInputs, EngineSettings, Evaluation,
                          extra=("temperature", "multi_positive", "run", "fail_below",
-                                "diagnostics", "hubness_k"))
+                                "diagnostics", "hubness_k"), request=RetrievalRequest)
     return RetrievalRequest(RetrievalInputs(query, corpus, qrels, **sections[RetrievalInputs]),
                             engine=EngineSettings(**sections[EngineSettings]),
                             evaluation=Evaluation(**sections[Evaluation]), **sections[None])
@@ -491,7 +492,8 @@ def retrieval_compare_request(queries: list[Source], corpora: list[Source], qrel
                          f"{len(corpora)} corpora")
     sections = _sections(options, RetrievalInputs, EngineSettings, Evaluation,
                          extra=("temperature", "multi_positive", "bootstrap", "seed",
-                                "correction", "metric", "fail_if_worse"))
+                                "correction", "metric", "fail_if_worse"),
+                         request=RetrievalCompareRequest)
     models = tuple(RetrievalInputs(query, corpus, qrels, **sections[RetrievalInputs])
                    for query, corpus in zip(queries, corpora, strict=True))
     return RetrievalCompareRequest(models, engine=EngineSettings(**sections[EngineSettings]),
@@ -512,7 +514,7 @@ def score_request(query: Source, pos: Source, neg: Source | None = None,
                   **options: Any) -> ScoreRequest:
     """A ScoreRequest from the command line's options, named as its flags in snake_case."""
     sections = _sections(options, Inputs, EngineSettings, Masking, Report, Gates,
-                         extra=("temperature", "diagnostics", "hubness_k"))
+                         extra=("temperature", "diagnostics", "hubness_k"), request=ScoreRequest)
     return ScoreRequest(Inputs(query, pos, neg, **sections[Inputs]),
                         engine=EngineSettings(**sections[EngineSettings]),
                         masking=Masking(**sections[Masking]), report=Report(**sections[Report]),
@@ -523,7 +525,7 @@ def sweep_request(query: Source, pos: Source, neg: Source | None = None,
                   **options: Any) -> SweepRequest:
     """A SweepRequest from options named as the command line's flags in snake_case."""
     sections = _sections(options, Inputs, Grid, EngineSettings, Masking, Report,
-                         extra=("per_sample",))
+                         extra=("per_sample",), request=SweepRequest)
     return SweepRequest(Inputs(query, pos, neg, **sections[Inputs]), Grid(**sections[Grid]),
                         EngineSettings(**sections[EngineSettings]),
                         Masking(**sections[Masking]), Report(**sections[Report]),
@@ -534,7 +536,7 @@ def report_request(query: Source, pos: Source, neg: Source | None = None,
                    **options: Any) -> ReportRequest:
     """A ReportRequest from options named as the command line's flags in snake_case."""
     sections = _sections(options, Inputs, Grid, EngineSettings, Masking, Report,
-                         extra=("temperature", "hubness_k"))
+                         extra=("temperature", "hubness_k"), request=ReportRequest)
     report = {"worst": REPORT_WORST, **sections[Report]}
     return ReportRequest(Inputs(query, pos, neg, **sections[Inputs]), grid=Grid(**sections[Grid]),
                          engine=EngineSettings(**sections[EngineSettings]),
@@ -550,7 +552,8 @@ def compare_request(query_a: Source, pos_a: Source, query_b: Source, pos_b: Sour
         raise UsageError(f"give negatives for both models ({arg('neg_a')} and {arg('neg_b')}) "
                          "or neither")
     sections = _sections(options, Inputs, EngineSettings, Masking, Report,
-                         extra=("temperature", "metric", "fail_if_worse"))
+                         extra=("temperature", "metric", "fail_if_worse"),
+                         request=CompareRequest)
     shared = sections[Inputs]
     return CompareRequest(Inputs(query_a, pos_a, neg_a, **shared),
                           Inputs(query_b, pos_b, neg_b, **shared),
@@ -559,22 +562,40 @@ def compare_request(query_a: Source, pos_a: Source, query_b: Source, pos_b: Sour
                           report=Report(**sections[Report]), **sections[None])
 
 
-def _sections(options: dict[str, Any], *kinds: type, extra: tuple[str, ...] = ()
-              ) -> dict[type | None, dict[str, Any]]:
+def _sections(options: dict[str, Any], *kinds: type, extra: tuple[str, ...],
+              request: type) -> dict[type | None, dict[str, Any]]:
     """Sort flat options into the dataclass that has a field of that name (``None``: the
-    request's own fields in ``extra``); an unknown name is a usage error."""
+    ``request``'s own fields in ``extra``), each of the type its field declares; an unknown
+    name is a usage error."""
     owners: dict[str, type | None] = dict.fromkeys(extra)
     for kind in kinds:
         owners.update({f.name: kind for f in fields(kind)
                        if f.name not in ("query", "pos", "neg", "corpus", "qrels")})
     sorted_options: dict[type | None, dict[str, Any]] = {kind: {} for kind in (*kinds, None)}
+    annotations = {f.name: f.type for kind in (*kinds, request) for f in fields(kind)}
     for name, value in options.items():
         if name not in owners:
             close = difflib.get_close_matches(name, list(owners), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise UsageError(f"unknown option {name!r}{hint}")
-        sorted_options[owners[name]][name] = value
+        sorted_options[owners[name]][name] = _typed(name, value, annotations.get(name))
     return sorted_options
+
+
+def _typed(name: str, value: Any, annotation: Any) -> Any:
+    """A flag as a bool and a count as an int (NumPy's scalars included), or a refusal:
+    ``"false"`` would be true, a file name given to ``per_sample`` or ``run`` would write
+    nothing, and ``"3"`` is not a count, whatever a range check would say of it."""
+    kind = getattr(getattr(value, "dtype", None), "kind", None)
+    if annotation == "bool":
+        if not (isinstance(value, bool) or (kind == "b" and getattr(value, "ndim", 1) == 0)):
+            raise UsageError(f"{arg(name)} must be True or False, got {value!r}")
+        return bool(value)
+    if annotation in ("int", "int | None") and value is not None:
+        if isinstance(value, bool) or kind == "b" or not hasattr(type(value), "__index__"):
+            raise UsageError(f"{arg(name)} must be a whole number, got {value!r}")
+        return operator.index(value)
+    return value
 
 
 # ---------------------------------------------------------------- parsing
@@ -636,6 +657,8 @@ def parse_temperature(value: float | str) -> float | str:
     """
     if isinstance(value, str) and value.strip().lower() == "auto":
         return "auto"
+    if isinstance(value, bool):
+        raise UsageError(f"{arg('temperature')}: expected a number > 0 or auto, got {value!r}")
     try:
         number = float(value)
     except (TypeError, ValueError):

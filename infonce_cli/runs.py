@@ -71,7 +71,7 @@ from .results import (
     ScoreResult,
     SweepResult,
 )
-from .similarity import Similarity
+from .similarity import Similarity, check_score_range, reduction_dtype
 from .summaries import (
     Labels,
     compare_models,
@@ -222,13 +222,15 @@ def run_retrieval(request: RetrievalRequest, progress: Progress | None = None,
         raise InputError(f"{corpus.label}: vectors have dimension {corpus.shape[-1]} but "
                          f"{query.label} has {query.shape[-1]}")
     cosine = options.similarity is Similarity.COSINE
-    for embeddings in (query, corpus):
-        io.check_values(embeddings, nonzero=cosine)
+    queries, documents = (io.check_values(embeddings, nonzero=cosine, norms=not cosine)
+                          for embeddings in (query, corpus))
+    check_score_range(options.similarity, reduction_dtype(options.dtype), query.shape[-1],
+                      (queries.nonzero_norm_min, queries.norm_max), documents.norm_max)
     query_ids = _row_names(inputs.query, inputs.query_ids, inputs.query_id_col,
                            query.shape[0], "query")
     corpus_ids = _row_names(inputs.corpus, inputs.corpus_ids, inputs.corpus_id_col,
                             corpus.shape[0], "corpus")
-    qrels = match_qrels(io.load_qrels(inputs.qrels), query_ids, corpus_ids,
+    qrels = match_qrels(io.load_qrels(str(inputs.qrels)), query_ids, corpus_ids,
                         inputs.ignore_unknown)
     supcon = request.multi_positive == "supcon"
     started = time.perf_counter()
@@ -438,11 +440,16 @@ def load_inputs(inputs: Inputs, options: EngineOptions, cluster: Cluster,
     io.check_pairs(query, positive, negatives)
     share = cluster.share(query.shape[0])
     cosine = options.similarity is Similarity.COSINE
+    stats = []
     for embeddings in (query, positive, negatives):
         if embeddings is not None:
             paired_rows = embeddings is not negatives or len(embeddings.shape) == 3
             rows = share if paired_rows else cluster.share(embeddings.shape[0])
-            io.check_values(embeddings, nonzero=cosine, rows=rows)
+            stats.append(io.check_values(embeddings, nonzero=cosine, rows=rows,
+                                         norms=not cosine))
+    check_score_range(options.similarity, reduction_dtype(options.dtype), query.shape[-1],
+                      (stats[0].nonzero_norm_min, stats[0].norm_max),
+                      max(side.norm_max for side in stats[1:]))
     n = query.shape[0]
     row_ids = None
     if inputs.id_col is not None:

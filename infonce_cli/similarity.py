@@ -19,7 +19,7 @@ from enum import StrEnum
 
 import torch
 
-from .errors import InputError
+from .errors import InputError, arg
 
 
 class Similarity(StrEnum):
@@ -182,6 +182,40 @@ def _refuse_flushed(rows: torch.Tensor, which: torch.Tensor) -> None:
             f"{str(rows.dtype).removeprefix('torch.')} ({info.tiny:.1e}), which the CPU "
             "flushes to zero while scoring: multiply the vectors by a power of two (2^64, "
             "say) to score them exactly")
+
+
+def check_score_range(similarity: Similarity, dtype: torch.dtype, dim: int,
+                      query_norms: tuple[float, float], candidate_norm: float) -> None:
+    """Refuse raw (``dot``, ``l2``) scores too small for ``dtype``: a product of two
+    values below its smallest normal number is flushed to zero by the CPU, which loses
+    up to ``dim`` such numbers per score, more than its rounding once a query's scale
+    (its norm times the largest candidate norm; for ``l2`` the square of the larger of
+    the two) is below ``dim`` · tiny / eps. ``query_norms`` are the queries' smallest
+    non-zero norm and largest norm (zero rows score exactly 0 under ``dot``).
+
+    >>> check_score_range(Similarity.DOT, torch.float32, 384, (1e-3, 1.0), 1.0)
+    >>> check_score_range(Similarity.DOT, torch.float32, 384, (1e-19, 1e-19), 1e-19)
+    Traceback (most recent call last):
+    ...
+    infonce_cli.errors.InputError: under similarity dot these vectors score below ...
+    """
+    if similarity is Similarity.COSINE:
+        return
+    limits, name = torch.finfo(dtype), str(dtype).removeprefix("torch.")
+    floor = dim * limits.tiny / limits.eps
+    smallest, largest = query_norms
+    if similarity is Similarity.DOT:
+        scale = smallest * candidate_norm
+        what = "the smallest query norm times the largest candidate norm"
+    else:
+        scale, what = max(largest, candidate_norm) ** 2, "the square of the largest norm"
+    if 0 < scale < floor:
+        wider = f"{arg('dtype')} float64 or " if dtype != torch.float64 else ""
+        raise InputError(
+            f"under {arg('similarity')} {similarity.value} these vectors score below the "
+            f"normal range of {name}, which the CPU flushes to zero ({what} is "
+            f"{scale:.3g}, below {floor:.3g}): use {wider}multiply the vectors by a power "
+            "of two (2^64, say)")
 
 
 def _squared_norms(rows: torch.Tensor) -> torch.Tensor:

@@ -410,9 +410,12 @@ def summarize_retrieval(
     over the positive pairs (SupCon: over each query's mean), the top-k lists by id."""
     query_ids, corpus_ids = ids
     judged = qrels.judged
+    dropped = (f"; {_count(qrels.unknown, 'judgement names', 'judgements name')} an id "
+               f"missing from the inputs, left out by {arg('ignore_unknown')}"
+               if qrels.unknown else "")
     if not len(qrels.evaluated):
-        raise InfonceError("the qrels name no relevant document of these queries "
-                           "(relevance ≥ 1)")
+        raise InfonceError(f"the qrels name no relevant document (relevance ≥ 1) of these "
+                           f"queries{dropped}")
     at = evaluation.at
     assert isinstance(at, tuple)
     ideal_rows, ideal_relevance = qrels.ideal
@@ -421,6 +424,9 @@ def summarize_retrieval(
                              ideal_query_index=np.searchsorted(qrels.evaluated, ideal_rows),
                              ideal_relevance=ideal_relevance, at=at, gain=evaluation.gain)
     positive = relevant.positive
+    if not len(judged.query_row):
+        raise InfonceError("no relevant document of the qrels is in the corpus, so there is "
+                           f"no positive for the loss{dropped}")
     if not positive.any():
         raise InfonceError(f"no judgement reaches {arg('min_relevance')} "
                            f"{evaluation.min_relevance}: there is no positive for the loss")

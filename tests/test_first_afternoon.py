@@ -4,6 +4,7 @@ refusals, notes that explain a surprising result, help that reads at 80 columns.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import subprocess
@@ -107,6 +108,34 @@ def test_overflowing_dot_products_are_refused(data):
                          "float64", "-t", "1e40", "--format", "json")
     assert in_float64.exit_code == 0, in_float64.stderr
     assert np.isfinite(json.loads(in_float64.stdout)["loss"]["mean"])
+
+
+def test_raw_scores_float32_would_flush_are_refused(data):
+    """Vectors around 1e-19 have dot products below float32's normal numbers, which the CPU
+    flushes to zero: ranks came out wrong with exit 0. They are refused under dot and l2;
+    float64 scores them, and vectors around 1e-14 still score exactly in float32."""
+    query = np.load("queries.npy").astype(np.float64)[:100]
+    positive = np.load("positives.npy").astype(np.float64)[:100]
+    scores = query @ positive.T
+    want = (scores > np.diag(scores)[:, None]).sum(axis=1) + 1  # no ties in these rows
+    for scale, name in ((1e-19, "tiny"), (1e-14, "small")):
+        np.save(f"{name}_q.npy", (query * scale).astype(np.float32))
+        np.save(f"{name}_p.npy", (positive * scale).astype(np.float32))
+    for similarity in ("dot", "l2"):
+        refused = run_cli("score", "-q", "tiny_q.npy", "-p", "tiny_p.npy", "-s", similarity)
+        assert refused.exit_code == 1
+        assert refused.stderr.startswith(f"error: under --similarity {similarity} these "
+                                         "vectors score below the normal range of float32, "
+                                         "which the CPU flushes to zero (")
+        assert refused.stderr.endswith("): use --dtype float64 or multiply the vectors by a "
+                                       "power of two (2^64, say)\n")
+    for args in (("tiny_q.npy", "tiny_p.npy", "-t", "1e-37", "--dtype", "float64"),
+                 ("small_q.npy", "small_p.npy", "-t", "1e-27")):
+        scored = run_cli("score", "-q", args[0], "-p", args[1], "-s", "dot", *args[2:],
+                         "--per-sample", "rows.jsonl", "--format", "json")
+        assert scored.exit_code == 0, scored.stderr
+        rows = [json.loads(line) for line in Path("rows.jsonl").read_text().splitlines()]
+        assert [row["rank"] for row in rows] == want.tolist()
 
 
 def test_copies_of_the_positive_among_the_negatives_are_pointed_out(data):
@@ -400,6 +429,46 @@ def test_the_python_api_refuses_what_it_cannot_take():
         infonce_cli.info_nce(q, q, torch.randn(4, 2, 2))
     with pytest.raises(UsageError, match="qrels must be the path of a qrels file"):
         infonce_cli.retrieval(q.numpy(), q.numpy(), qrels={"q0": {"d0": 1}})
+    for args, kwargs, line in (
+        ((q[:0], q[:0]), {}, "query and positive must both be (N, d) with N, d ≥ 1, got "
+                             "(0, 3) and (0, 3)"),
+        ((q, q), {"batch_size": 2.5}, "batch_size must be a whole number ≥ 1, got 2.5"),
+        ((q, q), {"temperature": True}, "temperature must be a finite number > 0, got True"),
+        ((torch.zeros(4, 3), q), {}, "query holds a row of zeros, which cosine similarity "
+                                     "cannot score; use similarity='dot' or 'l2', or drop it"),
+    ):
+        with pytest.raises(UsageError) as raised:
+            infonce_cli.info_nce(*args, **kwargs)
+        assert str(raised.value) == line
+    assert infonce_cli.info_nce(torch.zeros(4, 3), q, similarity="dot").item() == pytest.approx(
+        math.log(4))
+
+
+@pytest.mark.parametrize(("function", "kwargs", "line"), [
+    ("score", {"symmetric": "false"}, "symmetric must be True or False, got 'false'"),
+    ("score", {"diagnostics": "False"}, "diagnostics must be True or False, got 'False'"),
+    ("sweep", {"per_sample": "rows.parquet"},
+     "per_sample must be True or False, got 'rows.parquet'"),
+    ("score", {"worst": "3"}, "worst must be a whole number, got '3'"),
+    ("score", {"batch_size": 10.5}, "batch_size must be a whole number, got 10.5"),
+    ("score", {"temperature": True}, "temperature: expected a number > 0 or auto, got True"),
+])
+def test_the_python_api_takes_flags_and_counts_of_their_type(function, kwargs, line):
+    """A string is not a flag ("false" would be true, a file name for per_sample would write
+    nothing) and a count is a whole number: the message says so, not a range. NumPy's
+    scalars are taken as the Python ones."""
+    import infonce_cli
+    from infonce_cli.errors import UsageError
+
+    rng = np.random.default_rng(0)
+    q = rng.normal(size=(20, 4)).astype(np.float32)
+    with pytest.raises(UsageError) as raised:
+        getattr(infonce_cli, function)(q, q + 0.1, device="cpu", **kwargs)
+    assert str(raised.value) == line
+    numpy_scalars = infonce_cli.score(q, q + 0.1, device="cpu", worst=np.int64(2),
+                                      mask_duplicates=np.bool_(True))
+    assert len(numpy_scalars.worst) == 2
+    assert numpy_scalars.masked == 0
 
 
 def test_rows_of_denormal_values_are_refused_not_turned(tmp_path):

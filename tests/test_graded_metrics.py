@@ -202,6 +202,28 @@ def test_a_query_with_no_ranked_document_scores_zero():
     assert metrics.per_query["map"].tolist() == [0.25, 0.0]
 
 
+def test_exponential_gains_of_grades_float64_cannot_hold_are_exact():
+    """Grades of 1024 and more: 2^rel − 1 overflows float64 (nDCG came out null). Each
+    query's gains are taken relative to its largest grade, so nDCG is still exact: here
+    against sums of Python integers, with grades that also fit float64."""
+    from fractions import Fraction
+
+    cases = [([2, 7, 1], [1030, 1, 1029]), ([1, 3], [2, 5]), ([4, 2, 9], [5000, 4999, 1])]
+    query = np.concatenate([[q] * len(p) for q, (p, _) in enumerate(cases)])
+    position = np.concatenate([p for p, _ in cases])
+    grade = np.concatenate([g for _, g in cases])
+    got = graded_metrics(query, position, grade, len(cases), at=(2, 10),
+                         gain=Gain.EXPONENTIAL).per_query
+    def dcg(pairs, k):
+        return sum(Fraction(2 ** g - 1) / Fraction(np.log2(1 + p)) for p, g in pairs if p <= k)
+
+    for k in (2, 10):
+        for q, (places, grades) in enumerate(cases):
+            ideal = dcg(enumerate(sorted(grades, reverse=True), start=1), k)
+            want = float(dcg(zip(places, grades, strict=True), k) / ideal)
+            assert got[f"ndcg@{k}"][q] == pytest.approx(want, rel=1e-12), (q, k)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [

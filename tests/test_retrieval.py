@@ -137,6 +137,26 @@ def test_unknown_ids_are_refused_with_the_line_or_dropped_and_counted(beir):
     assert "note: 1 judgement names an id that is not in the inputs" in dropped.stderr
 
 
+def test_qrels_left_empty_by_unknown_ids_say_so(beir):
+    """Every judgement dropped by --ignore-unknown: the refusal names that, not the
+    relevance threshold the grades do reach."""
+    first_query = Path("qrels.tsv").read_text().splitlines()[1].split("\t")[0]
+    base = ("retrieval", "-q", "queries.parquet", "-c", "corpus.parquet", "--ignore-unknown",
+            "--qrels")
+    Path("gone.tsv").write_text(f"query-id\tcorpus-id\tscore\n{first_query}\tnope\t1\n"
+                                f"{first_query}\tnope-either\t2\n")
+    result = run_cli(*base, "gone.tsv")
+    assert (result.exit_code, result.stderr) == (
+        1, "error: no relevant document of the qrels is in the corpus, so there is no "
+           "positive for the loss; 2 judgements name an id missing from the inputs, left out "
+           "by --ignore-unknown\n")
+    Path("nobody.tsv").write_text("query-id\tcorpus-id\tscore\nnobody\tdoc-0\t1\n")
+    result = run_cli(*base, "nobody.tsv")
+    assert (result.exit_code, result.stderr) == (
+        1, "error: the qrels name no relevant document (relevance ≥ 1) of these queries; 1 "
+           "judgement names an id missing from the inputs, left out by --ignore-unknown\n")
+
+
 def test_a_query_without_a_relevant_document_is_left_out_and_counted(beir):
     lines = Path("qrels.tsv").read_text().splitlines()
     first_query = lines[1].split("\t")[0]
@@ -185,16 +205,37 @@ def test_the_run_file_lists_the_top_k_best_first(beir):
                                                          reverse=True)
 
 
+@pytest.mark.parametrize("option", ["--run", "--per-query"])
+def test_a_listing_on_stdout_sends_the_aggregate_to_stderr(beir, option):
+    """``--run -`` and ``--per-query -`` own stdout: the aggregate goes to stderr, so the
+    lines piped on are the listing alone."""
+    base = ("retrieval", "-q", "queries.parquet", "-c", "corpus.parquet", "--qrels",
+            "qrels.tsv", "--format", "json", "--quiet")
+    result = run_cli(*base, option, "-")
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    if option == "--run":
+        assert all(len(line.split()) == 6 for line in lines)
+    else:
+        rows = [json.loads(line) for line in lines]
+        assert len({row["query_id"] for row in rows}) == len(rows) == 400
+        assert all(0 <= row["ndcg@10"] <= 1 for row in rows)
+    assert json.loads(result.stderr) == json.loads(run_cli(*base).stdout) | {
+        "seconds": json.loads(result.stderr)["seconds"]}
+
+
 def test_render_is_what_the_api_returns(beir):
     api = infonce_cli.retrieval("queries.parquet", "corpus.parquet", "qrels.tsv",
                                     device="cpu")
     cli = json.loads(run_cli("retrieval", "-q", "queries.parquet", "-c", "corpus.parquet",
                              "--qrels", "qrels.tsv", "--device", "cpu", "--format",
                              "json").stdout)
-    mine = json.loads(render.to_json(api.to_dict()))
-    for out in (mine, cli):
+    paths = infonce_cli.retrieval(Path("queries.parquet"), Path("corpus.parquet"),
+                                  Path("qrels.tsv"), device="cpu")
+    mine, by_path = (json.loads(render.to_json(result.to_dict())) for result in (api, paths))
+    for out in (mine, cli, by_path):
         out.pop("seconds")
-    assert mine == cli
+    assert mine == cli == by_path
 
 
 def test_a_relevant_document_missing_from_the_corpus_counts_as_never_retrieved(beir):

@@ -65,6 +65,8 @@ class RowStats:
     norm_min: float
     norm_mean: float
     norm_max: float
+    nonzero_norm_min: float = float("nan")
+    """The smallest norm of a row that is not all zeros."""
 
 
 def row_stats(
@@ -84,7 +86,7 @@ def row_stats(
     step = max(1, _SCAN_BYTES // max(1, per_leading * dim * values.dtype.itemsize))
     non_finite = zero = finite_rows = 0
     first_bad = first_zero = -1
-    norm_min, norm_max, norm_sum = np.inf, 0.0, 0.0
+    norm_min, norm_max, norm_sum, nonzero_min = np.inf, 0.0, 0.0, np.inf
     first, last = rows or (0, int(values.shape[0]))
     for start in range(first, last, step):
         block = np.asarray(values[start:min(start + step, last)]).reshape(-1, dim)
@@ -106,6 +108,8 @@ def row_stats(
                 norm_max = max(norm_max, float(lengths.max()))
                 norm_sum += float(lengths.sum())
                 finite_rows += lengths.size
+                if lengths.any():
+                    nonzero_min = min(nonzero_min, float(lengths[lengths > 0].min()))
     nan = float("nan")
     return RowStats(
         rows=int(np.prod(values.shape[:-1])),
@@ -116,15 +120,18 @@ def row_stats(
         norm_min=float(norm_min) if finite_rows else nan,
         norm_mean=norm_sum / finite_rows if finite_rows else nan,
         norm_max=float(norm_max) if finite_rows else nan,
+        nonzero_norm_min=float(nonzero_min) if np.isfinite(nonzero_min) else nan,
     )
 
 
 def check_values(
-    embeddings: Embeddings, *, nonzero: bool, rows: tuple[int, int] | None = None
-) -> None:
+    embeddings: Embeddings, *, nonzero: bool, rows: tuple[int, int] | None = None,
+    norms: bool = False,
+) -> RowStats:
     """Refuse NaN/Inf anywhere and, when ``nonzero`` (cosine), zero-norm rows; ``rows``
-    limits the check to leading rows [first, last) (one rank's share)."""
-    stats = row_stats(embeddings.values, norms=False, rows=rows)
+    limits the check to leading rows [first, last) (one rank's share). The statistics of
+    the scan, with the norms when asked for."""
+    stats = row_stats(embeddings.values, norms=norms, rows=rows)
     if stats.non_finite_rows:
         bad = _rows(stats.non_finite_rows, "contains", "contain")
         raise InputError(f"{embeddings.label}: {bad} NaN or Inf (first: row "
@@ -134,6 +141,7 @@ def check_values(
                          f"norm, which cosine similarity cannot score (first: row "
                          f"{_row_name(embeddings, stats.first_zero_norm_row)}); use "
                          f"{arg('similarity')} dot or l2, or drop them")
+    return stats
 
 
 def _rows(count: int, one: str, many: str) -> str:

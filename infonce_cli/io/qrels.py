@@ -309,10 +309,15 @@ def _is_number(text: str) -> bool:
 
 def _whole_number(text: str) -> int | None:
     """A relevance written as text, or None when it is not a whole number ≥ 0 that fits
-    in 64 bits (``2``, ``+2``, ``2.0`` and ``2e0`` are 2)."""
+    in 64 bits (``2``, ``+2``, ``2.0`` and ``2e0`` are 2; ``1_0``, which Python would read
+    as 10, is not a number).
+
+    >>> _whole_number("2e0"), _whole_number("1_0")
+    (2, None)
+    """
     if _WHOLE.fullmatch(text):
         value = int(text)
-    elif text.isascii() and _is_number(text):
+    elif text.isascii() and "_" not in text and _is_number(text):
         number = float(text)
         if not (math.isfinite(number) and number.is_integer() and number >= 0):
             return None
