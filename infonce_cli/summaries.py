@@ -86,10 +86,16 @@ def check_finite(loss: Array, temperature: float, dtype: str) -> None:
     """Refuse a non-finite loss: exit 0 must never carry a NaN or a null."""
     bad = ~np.isfinite(loss)
     if bad.any():
+        # float16 scores themselves overflow (beyond 65504), which no temperature mends.
+        cause, fixes = ((f"the scores or the logits overflow {dtype}",
+                         f"{arg('dtype')} float32, a larger temperature")
+                        if dtype == "float16" else
+                        (f"the logits overflow {dtype}",
+                         f"a larger temperature, {arg('dtype')} float64"))
         raise InputError(
             f"the loss is not finite at temperature {temperature:g} for {int(bad.sum())} "
-            f"pairs (first: row {int(np.argmax(bad))}): the logits overflow {dtype}; use a "
-            f"larger temperature, {arg('dtype')} float64, or rescale the vectors")
+            f"pairs (first: row {int(np.argmax(bad))}): {cause}; use {fixes}, or rescale "
+            "the vectors")
 
 
 def summarize_score(

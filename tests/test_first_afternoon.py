@@ -108,6 +108,15 @@ def test_overflowing_dot_products_are_refused(data):
                          "float64", "-t", "1e40", "--format", "json")
     assert in_float64.exit_code == 0, in_float64.stderr
     assert np.isfinite(json.loads(in_float64.stdout)["loss"]["mean"])
+    # float16 scores themselves overflow: no temperature helps, float32 does.
+    np.save("hundred.npy", np.load("queries.npy").astype(np.float32) * np.float32(100))
+    half = run_cli("score", "-q", "hundred.npy", "-p", "hundred.npy", "-s", "dot", "--dtype",
+                   "float16", "-t", "1e9")
+    assert half.exit_code == 1
+    assert re.fullmatch(r"error: the loss is not finite at temperature 1e\+09 for \d+ pairs "
+                        r"\(first: row \d+\): the scores or the logits overflow float16; use "
+                        r"--dtype float32, a larger temperature, or rescale the vectors\n",
+                        half.stderr)
 
 
 def test_raw_scores_float32_would_flush_are_refused(data):

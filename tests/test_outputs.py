@@ -307,3 +307,22 @@ def test_installed_command_writes_json_to_dev_stdout():
                             capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert '"loss"' in result.stdout
+
+
+def test_a_read_only_file_system_is_named_as_such(tmp_path, monkeypatch):
+    """Where writing is refused, the message says whether the file system is read-only or
+    the permissions deny it (checked with a stand-in for os.statvfs: mounting needs
+    privileges a test should not take)."""
+    monkeypatch.setattr(os, "access", lambda *args, **kwargs: False)
+    target = str(tmp_path / "out.json")
+    with pytest.raises(OutputError) as denied:
+        io.check_output_path(target, [])
+    assert str(denied.value) == f"{target}: cannot write (Permission denied)"
+
+    class ReadOnly:
+        f_flag = os.ST_RDONLY
+
+    monkeypatch.setattr(os, "statvfs", lambda path: ReadOnly())
+    with pytest.raises(OutputError) as read_only:
+        io.check_output_path(target, [])
+    assert str(read_only.value) == f"{target}: cannot write (Read-only file system)"

@@ -174,7 +174,17 @@ def _check_location(path: str) -> None:
     writable = os.access(parent, os.W_OK | os.X_OK) and (
         status is None or os.access(target, os.W_OK))
     if not writable:
-        raise OutputError(f"{name}: cannot write ({os.strerror(errno.EACCES)})")
+        raise OutputError(_denied(name, parent))
+
+
+def _denied(name: str, directory: str) -> str:
+    """Why a file cannot be written where ``os.access`` says no: a read-only file system,
+    or permissions."""
+    try:
+        read_only = bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    return f"{name}: cannot write ({os.strerror(errno.EROFS if read_only else errno.EACCES)})"
 
 
 def _problem(name: str, exc: OSError | ValueError) -> str:
@@ -210,7 +220,7 @@ def write_atomically(path: str, write: Callable[[IO[bytes]], None]) -> None:
         return
     target = os.path.realpath(path) if os.path.islink(path) else path
     if status is not None and not os.access(target, os.W_OK):
-        raise OutputError(f"{name}: cannot write ({os.strerror(errno.EACCES)})")
+        raise OutputError(_denied(name, os.path.dirname(target) or "."))
     directory, base = os.path.split(target)
     try:
         descriptor, temporary = tempfile.mkstemp(dir=directory or ".", prefix=f".{base[:200]}.",
