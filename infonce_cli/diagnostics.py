@@ -36,7 +36,7 @@ from .errors import InputError
 from .requests import HUBNESS_K
 from .results import Calibration, Diagnostics, Hubness, SidePair
 from .rows import Rows, gather_rows
-from .similarity import Similarity, prepare_rows
+from .similarity import Similarity, dtype_name, prepare_rows, reduction_dtype
 
 Array = np.ndarray[Any, Any]
 
@@ -209,7 +209,7 @@ def _calibration(scores: PerSampleScores, temperature: float, keep: Array,
         scores.loss[:, 0].detach().double().cpu().numpy()[keep],
         scores.positive_score.detach().double().cpu().numpy()[keep],
         scores.hardest_negative_score.detach().double().cpu().numpy()[keep],
-        1.0 / temperature, str(_work_dtype(options)).removeprefix("torch."))
+        1.0 / temperature, dtype_name(reduction_dtype(options.dtype)))
     return calibration(confidence, (scores.rank.cpu().numpy() == 1)[keep])
 
 
@@ -254,10 +254,6 @@ def _check_rows(*sides: tuple[str, Rows]) -> None:
                                  f"{start + int(zero[0])} of the {name} is all zeros")
 
 
-def _work_dtype(options: EngineOptions) -> torch.dtype:
-    return torch.float64 if options.dtype == torch.float64 else torch.float32
-
-
 def diagnose(query: Rows, positive: Rows, negatives: Rows | None, scores: PerSampleScores,
              temperature: float, keep: Array, options: EngineOptions,
              k: int = HUBNESS_K) -> Diagnostics:
@@ -265,7 +261,7 @@ def diagnose(query: Rows, positive: Rows, negatives: Rows | None, scores: PerSam
     (with the top-k lists when the mode shares candidates), ``keep`` the queries that
     count. Uniformity's products run in float32 (float64 for float64 runs)."""
     _check_rows(("queries", query), ("positives", positive))
-    device, max_memory, work = options.device, options.max_memory, _work_dtype(options)
+    device, max_memory, work = options.device, options.max_memory, reduction_dtype(options.dtype)
     alignment, queries, positives = geometry(query, positive, device)
     return Diagnostics(
         alignment=alignment,
@@ -287,7 +283,7 @@ def diagnose_retrieval(query: Rows, corpus: Rows, pairs: tuple[Array, Array], ke
     ``scores``; the geometry of the queries and the corpus; hubness over the corpus from
     every query's ``top_rows`` (Q, ≥ k corpus rows, −1 where a query has fewer)."""
     _check_rows(("queries", query), ("documents", corpus))
-    device, max_memory, work = options.device, options.max_memory, _work_dtype(options)
+    device, max_memory, work = options.device, options.max_memory, reduction_dtype(options.dtype)
     queries, documents = side_geometry(query, device), side_geometry(corpus, device)
     chosen = torch.from_numpy(np.asarray(top_rows)[:, :k])
     query_row, doc_row = pairs

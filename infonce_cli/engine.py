@@ -45,7 +45,7 @@ from .errors import UsageError, arg
 from .rows import Positives, RowReader
 from .rows import Rows as Rows
 from .rows import RowSource as RowSource
-from .similarity import Similarity, paired, prepare_rows, reduction_dtype
+from .similarity import Similarity, dtype_name, paired, prepare_rows, reduction_dtype
 
 DEFAULT_MAX_MEMORY = 512 * 2**20
 """Default working-memory budget for score blocks and row blocks, in bytes."""
@@ -300,7 +300,7 @@ def _inverse_temperatures(temperatures: Sequence[float], dtype: torch.dtype) -> 
     scores are reduced in: a scale that overflows makes every logit infinite, and one below
     the smallest normal number is flushed to 0 by the CPU, which turns the −inf of an
     excluded candidate into NaN."""
-    limits, name = torch.finfo(dtype), str(dtype).removeprefix("torch.")
+    limits, name = torch.finfo(dtype), dtype_name(dtype)
     wider = f", or {arg('dtype')} float64" if dtype != torch.float64 else ""
     inverse = [1.0 / t for t in temperatures]
     for temperature, scale in zip(temperatures, inverse, strict=True):

@@ -124,6 +124,20 @@ def mi_lower_bound(
     return float((log_candidates - loss).mean()), float(log_candidates.mean())
 
 
+def at_chance(per_sample_loss: np.ndarray[Any, Any], num_candidates: np.ndarray[Any, Any]
+              ) -> np.ndarray[Any, Any]:
+    """Per query, whether its loss is log|C_i| to rounding (1e-5 relative): what scoring
+    every candidate alike gives.
+
+    >>> at_chance(np.array([np.log(4), 0.5]), np.array([4, 4])).tolist()
+    [True, False]
+    """
+    chance = np.log(np.asarray(num_candidates, dtype=np.float64))
+    loss = np.asarray(per_sample_loss, dtype=np.float64)
+    result: np.ndarray[Any, Any] = np.abs(loss - chance) <= 1e-5 * np.maximum(chance, 1.0)
+    return result
+
+
 def mi_notes(bound: float, ceiling: float) -> tuple[str, ...]:
     """A warning when the MI bound is close to log|C|, which it can never exceed."""
     if ceiling > 0 and bound >= MI_NEAR_CEILING * ceiling:

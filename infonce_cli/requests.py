@@ -92,8 +92,7 @@ class Inputs:
 
     def paths(self) -> list[str]:
         """Every file this request reads (not arrays), for the output guards."""
-        named = (self.query, self.pos, self.neg, self.query_ids, self.pos_ids, self.neg_ids)
-        return [str(source) for source in named if is_path(source)]
+        return [str(source) for _, source, _ in self.named_sources() if is_path(source)]
 
 
 @dataclass(frozen=True)
@@ -339,8 +338,7 @@ class RetrievalInputs:
 
     def paths(self) -> list[str]:
         """Every file this request reads, for the output guards."""
-        named = (self.query, self.corpus, self.qrels, self.query_ids, self.corpus_ids)
-        return [str(source) for source in named if is_path(source)]
+        return [str(source) for _, source, _ in self.named_sources() if is_path(source)]
 
 
 GAINS = ("linear", "exponential")

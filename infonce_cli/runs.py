@@ -71,7 +71,7 @@ from .results import (
     ScoreResult,
     SweepResult,
 )
-from .similarity import Similarity, check_score_range, reduction_dtype
+from .similarity import Similarity, check_score_range, dtype_name, reduction_dtype
 from .summaries import (
     Labels,
     compare_models,
@@ -344,6 +344,7 @@ def _prepare(
     options = engine_options(settings, temperatures, masking.mask_duplicates,
                              inputs.neg is not None, cluster)
     with cluster.together():
+        io.check_present(inputs.paths())
         data = load_inputs(inputs, options, cluster)
         ids = masking_ids(data, masking, options.device)
     share = cluster.share(data.n)
@@ -432,7 +433,6 @@ def load_inputs(inputs: Inputs, options: EngineOptions, cluster: Cluster,
     """Load and check every input of a request; in a distributed run each rank checks the
     values of its share of the rows. ``model`` ("_a", "_b") follows the names of in-memory
     arrays in messages."""
-    io.check_present(inputs.paths())
     query = _embeddings(inputs.query, "query", inputs.query_key, inputs.query_col, model)
     positive = _embeddings(inputs.pos, "pos", inputs.pos_key, inputs.pos_col, model)
     negatives = None if inputs.neg is None else _embeddings(
@@ -614,7 +614,7 @@ def _run_info(scores: PerSampleScores, options: EngineOptions, seconds: float,
         similarity=options.similarity.value,
         negatives=scores.mode.value,
         device=str(options.device),
-        dtype=str(options.dtype).removeprefix("torch."),
+        dtype=dtype_name(options.dtype),
         seconds=seconds,
         batch_size=options.batch_size,
         symmetric=options.symmetric,

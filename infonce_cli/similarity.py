@@ -179,9 +179,18 @@ def _refuse_flushed(rows: torch.Tensor, which: torch.Tensor) -> None:
         info = torch.finfo(rows.dtype)
         raise InputError(
             f"some rows hold only values near or below the smallest normal "
-            f"{str(rows.dtype).removeprefix('torch.')} ({info.tiny:.1e}), which the CPU "
+            f"{dtype_name(rows.dtype)} ({info.tiny:.1e}), which the CPU "
             "flushes to zero while scoring: multiply the vectors by a power of two (2^64, "
             "say) to score them exactly")
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """A torch dtype as messages and results name it.
+
+    >>> dtype_name(torch.bfloat16)
+    'bfloat16'
+    """
+    return str(dtype).removeprefix("torch.")
 
 
 def check_score_range(similarity: Similarity, dtype: torch.dtype, dim: int,
@@ -201,7 +210,7 @@ def check_score_range(similarity: Similarity, dtype: torch.dtype, dim: int,
     """
     if similarity is Similarity.COSINE:
         return
-    limits, name = torch.finfo(dtype), str(dtype).removeprefix("torch.")
+    limits, name = torch.finfo(dtype), dtype_name(dtype)
     floor = dim * limits.tiny / limits.eps
     smallest, largest = query_norms
     if similarity is Similarity.DOT:

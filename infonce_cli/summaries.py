@@ -14,6 +14,7 @@ from .calibration import calibration, top_probability
 from .engine import NegativeMode, PerSampleScores
 from .errors import InfonceError, InputError, Note, arg
 from .metrics import (
+    at_chance,
     graded_metrics,
     group_means,
     loss_stats,
@@ -237,8 +238,7 @@ def _at_chance(per_sample: PerSampleScores, loss: Array, num_candidates: Array, 
     """Whether every kept query's loss is log|C_i| to rounding, as if its candidates scored
     alike: "tied" when each one's hardest negative does score as its positive (no
     temperature tells them apart), "uniform" when only the softmax is (τ too large)."""
-    chance = np.log(num_candidates[keep].astype(np.float64))
-    if not np.all(np.abs(loss[keep] - chance) <= 1e-5 * np.maximum(chance, 1.0)):
+    if not at_chance(loss[keep], num_candidates[keep]).all():
         return None
     hardest = per_sample.hardest_negative_score.detach().cpu().double().numpy()[keep]
     positive = per_sample.positive_score.detach().cpu().double().numpy()[keep]

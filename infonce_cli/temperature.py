@@ -30,6 +30,7 @@ from .engine import (
     similarity_passes,
 )
 from .errors import InfonceError, UsageError, arg
+from .metrics import at_chance
 from .optimum import MAX_REFINE_PASSES as MAX_REFINE_PASSES
 from .optimum import NO_OPTIMUM_COLD, NO_OPTIMUM_FLAT, Point, find_optimum
 from .optimum import NO_OPTIMUM_HOT as NO_OPTIMUM_HOT
@@ -262,10 +263,10 @@ def fit_temperature(
     if means.count(~grid.positive_unbeaten) == 0:
         # The loss falls as τ → 0, unless every candidate ties with its positive: then it
         # is log|C| at every τ (each query's loss at any one τ tells).
-        chance = grid.num_candidates.double().log()
-        off = (grid.loss[:, 0].detach().double() - chance).abs() > 1e-5 * chance.clamp_min(1)
-        return Optimum(None, None, False,
-                       NO_OPTIMUM_FLAT if means.count(off) == 0 else NO_OPTIMUM_COLD)
+        off = ~at_chance(grid.loss[:, 0].detach().double().cpu().numpy(),
+                         grid.num_candidates.cpu().numpy())
+        return Optimum(None, None, False, NO_OPTIMUM_FLAT
+                       if means.count(torch.from_numpy(off)) == 0 else NO_OPTIMUM_COLD)
 
     def evaluate(probes: list[float]) -> tuple[list[Point], float]:
         result = fold_passes(passes, [], [1.0 / s for s in probes], first_rows=first_rows)
